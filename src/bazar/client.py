@@ -1,0 +1,434 @@
+"""The lab's command-line client (`bazar search|info|buy|status`), over plain HTTP.
+
+It uses only the stdlib (urllib) so that the client works wherever Python does and adds no
+dependency. Each command returns the process exit status of SPEC §8, so that scripts can tell
+a definite failure (1: not found, out of stock) from a usage error (2: bad arguments, a server
+422) from an unavailable service (3: refused, timed out, 503), where retrying may help.
+
+`buy` is safe to retry: it always sends an `Idempotency-Key` (a fresh uuid4 unless given) and
+retries on a lost connection or a 503 with that *same* key, so a retry can never buy twice;
+if it gives up it prints the key, so the user can retry by hand with `--idempotency-key`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import json
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import msgspec
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+from bazar.wire import (
+    Book,
+    BookData,
+    BookListData,
+    CacheInfo,
+    ClusterData,
+    ErrorBody,
+    PurchaseData,
+    TierInfo,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8002"
+READ_TIMEOUT_S = 5.0
+BUY_TIMEOUT_S = 10.0
+BUY_ATTEMPTS = 5
+BACKOFF_S = (0.25, 0.5, 1.0, 2.0)  # between attempts, unless the server sends Retry-After
+MAX_RETRY_AFTER_S = 2.0  # writes resume within 2 s (SPEC §3.5): never wait longer than that
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+_LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
+_USAGE_STATUSES = frozenset({400, 405, 413, 415, 422})
+_STATE_STYLES: Mapping[str, str] = {"in_sync": "green", "catching_up": "yellow", "down": "red"}
+
+
+class Unreachable(Exception):
+    """No HTTP answer at all: refused, reset, timed out, or a broken response."""
+
+
+class UsageError(Exception):
+    """The command was given something unusable (e.g. a URL that is not http(s)://host)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One HTTP answer: status, raw body, and headers with lower-cased names."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+
+    @property
+    def retry_after_s(self) -> float | None:
+        value = self.headers.get("retry-after", "").strip()
+        return float(value) if value.isdigit() else None
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+def base_url(url: str) -> str:
+    """`url` without its trailing slash, or UsageError if it is not an http(s) URL."""
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"not an http(s) URL: {url!r} (e.g. {DEFAULT_URL})")
+    return url.strip().rstrip("/")
+
+
+def _is_loopback(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _opener(url: str) -> urllib.request.OpenerDirector:
+    # A local cluster must never be reached through an http_proxy from the environment.
+    handlers = [urllib.request.ProxyHandler({})] if _is_loopback(url) else []
+    return urllib.request.build_opener(*handlers)
+
+
+def fetch(
+    method: str,
+    url: str,
+    *,
+    timeout: float,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Reply:
+    """One request; any HTTP status is a Reply, no answer at all raises Unreachable."""
+    request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
+    request.add_header("Accept", "application/json")
+    try:
+        with _opener(url).open(request, timeout=timeout) as response:
+            return Reply(response.status, response.read(), _lower(response.headers.items()))
+    except urllib.error.HTTPError as err:
+        try:
+            return Reply(err.code, err.read(), _lower(err.headers.items()))
+        finally:
+            err.close()
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+        reason = err.reason if isinstance(err, urllib.error.URLError) else err
+        raise Unreachable(f"cannot reach {url}: {reason or type(err).__name__}") from err
+
+
+def _lower(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    return {name.lower(): value for name, value in items}
+
+
+# ---------------------------------------------------------------- exit statuses
+
+
+def exit_status(status: int, code: str | None = None) -> int:
+    """SPEC §8: 0 success, 1 definite failure, 2 usage error (or a 422), 3 unavailable."""
+    if 200 <= status < 300:
+        return EXIT_OK
+    if status >= 500 or (status == 409 and code == "idempotency_key_in_use"):
+        return EXIT_UNAVAILABLE
+    if status in _USAGE_STATUSES:
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+def error_of(reply: Reply) -> tuple[str, str]:
+    """The (code, message) of an error reply; something readable even if it is not JSON."""
+    try:
+        detail = msgspec.json.decode(reply.body, type=ErrorBody).error
+    except msgspec.MsgspecError:
+        text = reply.body.decode("utf-8", "replace").strip()[:200]
+        return f"http_{reply.status}", text or "no error body"
+    return detail.code, detail.message
+
+
+def _code_of(reply: Reply) -> str | None:
+    return None if 200 <= reply.status < 300 else error_of(reply)[0]
+
+
+# ---------------------------------------------------------------- output
+
+
+def _stdout() -> Console:
+    return Console(highlight=False)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _write_json(body: bytes) -> None:
+    text = body.decode("utf-8", "replace")
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def _report_error(reply: Reply) -> None:
+    code, message = error_of(reply)
+    _stderr().print(f"[bold red]error[/] {escape(code)} ({reply.status}): {escape(message)}")
+
+
+def _report_unreachable(err: Exception, *, as_json: bool, hint: str = "") -> int:
+    message = str(err)
+    if as_json:
+        _write_json(json.dumps({"error": {"code": "unavailable", "message": message}}).encode())
+    _stderr().print(f"[bold red]error[/] unavailable: {escape(message)}{hint}")
+    return EXIT_UNAVAILABLE
+
+
+def _report_usage(err: UsageError) -> int:
+    _stderr().print(f"[bold red]error[/] usage: {escape(str(err))}")
+    return EXIT_USAGE
+
+
+def format_cost(cost: float) -> str:
+    return f"${cost:,.2f}"
+
+
+def book_table(books: list[Book], *, title: str | None = None) -> Table:
+    table = Table(title=title)
+    table.add_column("id", justify="right", style="cyan")
+    table.add_column("title", style="bold")
+    table.add_column("topic")
+    table.add_column("stock", justify="right")
+    table.add_column("cost", justify="right", style="green")
+    for book in books:
+        stock = str(book.stock) if book.stock else "[red]0[/]"
+        table.add_row(
+            str(book.id), escape(book.title), escape(book.topic), stock, format_cost(book.cost)
+        )
+    return table
+
+
+def book_panel(book: Book) -> Panel:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim")
+    grid.add_column()
+    grid.add_row("topic", escape(book.topic))
+    grid.add_row("stock", str(book.stock) if book.stock else "[red]0 (out of stock)[/]")
+    grid.add_row("cost", format_cost(book.cost))
+    return Panel(grid, title=f"[bold]#{book.id} {escape(book.title)}[/]", expand=False)
+
+
+def tier_table(name: str, tier: TierInfo) -> Table:
+    title = f"{name}: epoch {tier.epoch}, primary {escape(tier.primary)}"
+    table = Table(title=title, title_justify="left")
+    for column in ("name", "url", "role", "state"):
+        table.add_column(column)
+    for column in ("pid", "last_seq", "commit_seq"):
+        table.add_column(column, justify="right")
+    for replica in tier.replicas:
+        style = _STATE_STYLES.get(replica.state, "")
+        role = "[bold]primary[/]" if replica.role == "primary" else replica.role
+        table.add_row(
+            escape(replica.name),
+            escape(replica.url),
+            role,
+            f"[{style}]{replica.state}[/]" if style else replica.state,
+            _opt(replica.pid),
+            _opt(replica.last_seq),
+            _opt(replica.commit_seq),
+        )
+    return table
+
+
+def cache_table(cache: CacheInfo) -> Table:
+    lookups = cache.hits + cache.misses
+    rate = f"{100 * cache.hits / lookups:.1f} %" if lookups else "-"
+    table = Table(title="cache", title_justify="left")
+    table.add_column("enabled")
+    for column in ("entries", "hits", "misses", "hit rate", "invalidations"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        "yes" if cache.enabled else "[red]no[/]",
+        str(cache.entries),
+        str(cache.hits),
+        str(cache.misses),
+        rate,
+        str(cache.invalidations),
+    )
+    return table
+
+
+def _opt(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+# ---------------------------------------------------------------- commands
+
+
+Render = Callable[[Console, bytes], None]
+
+
+def _finish(reply: Reply, *, as_json: bool, render: Render) -> int:
+    """Print a reply (JSON as received, or rendered) and return its exit status."""
+    status = exit_status(reply.status, _code_of(reply))
+    if as_json:
+        _write_json(reply.body)
+    if status != EXIT_OK:
+        _report_error(reply)
+        return status
+    if not as_json:
+        try:
+            render(_stdout(), reply.body)
+        except msgspec.MsgspecError as err:
+            _stderr().print(f"[bold red]error[/] unexpected response: {escape(str(err))}")
+            return EXIT_UNAVAILABLE
+    return EXIT_OK
+
+
+def _get_command(url: str, path: str, *, as_json: bool, render: Render) -> int:
+    try:
+        reply = fetch("GET", base_url(url) + path, timeout=READ_TIMEOUT_S)
+    except UsageError as err:
+        return _report_usage(err)
+    except Unreachable as err:
+        return _report_unreachable(err, as_json=as_json)
+    return _finish(reply, as_json=as_json, render=render)
+
+
+def _quote(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+def search_command(url: str, topic: str, *, as_json: bool) -> int:
+    """`bazar search TOPIC`: the books whose topic contains TOPIC."""
+
+    def render(console: Console, body: bytes) -> None:
+        books = msgspec.json.decode(body, type=BookListData).data
+        if not books:
+            console.print(f"no books on topic [bold]{escape(topic)}[/]")
+            return
+        console.print(book_table(books, title=f"books on topic {escape(topic)!r}"))
+
+    return _get_command(url, f"/search/{_quote(topic)}", as_json=as_json, render=render)
+
+
+def info_command(url: str, book_id: str, *, as_json: bool) -> int:
+    """`bazar info ID`: one book. The id goes as typed, so the server validates it."""
+    if not book_id:
+        return _report_usage(UsageError("a book id is required"))
+
+    def render(console: Console, body: bytes) -> None:
+        console.print(book_panel(msgspec.json.decode(body, type=BookData).data))
+
+    return _get_command(url, f"/info/{_quote(book_id)}", as_json=as_json, render=render)
+
+
+def status_command(url: str, *, as_json: bool) -> int:
+    """`bazar status`: each tier's view and replicas, and the front end's cache."""
+
+    def render(console: Console, body: bytes) -> None:
+        cluster = msgspec.json.decode(body, type=ClusterData).data
+        console.print(tier_table("catalog", cluster.catalog))
+        console.print(tier_table("order", cluster.order))
+        console.print(cache_table(cluster.cache))
+
+    return _get_command(url, "/cluster", as_json=as_json, render=render)
+
+
+def _retryable(reply: Reply) -> bool:
+    return reply.status == 503 or _code_of(reply) == "idempotency_key_in_use"
+
+
+def retry_delay(attempt: int, retry_after_s: float | None) -> float:
+    """Seconds to wait after failed attempt number `attempt` (0-based)."""
+    if retry_after_s is not None:
+        return min(retry_after_s, MAX_RETRY_AFTER_S)
+    return BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+
+
+def purchase(
+    base: str,
+    book_id: str,
+    *,
+    quantity: int,
+    idempotency_key: str,
+    attempts: int = BUY_ATTEMPTS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Reply:
+    """POST a purchase; on no answer or a 503, retry with the same key (at most `attempts`)."""
+    target = f"{base}/purchase/{_quote(book_id)}"
+    body = json.dumps({"quantity": quantity}).encode()
+    headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
+
+    def attempt() -> Reply:
+        return fetch("POST", target, body=body, headers=headers, timeout=BUY_TIMEOUT_S)
+
+    for number in range(attempts - 1):
+        try:
+            reply = attempt()
+        except Unreachable:
+            sleep(retry_delay(number, None))
+            continue
+        if not _retryable(reply):
+            return reply
+        sleep(retry_delay(number, reply.retry_after_s))
+    return attempt()
+
+
+def _title_of(base: str, book_id: int) -> str:
+    try:
+        reply = fetch("GET", f"{base}/info/{book_id}", timeout=READ_TIMEOUT_S)
+        return msgspec.json.decode(reply.body, type=BookData).data.title
+    except (Unreachable, msgspec.MsgspecError):
+        return f"#{book_id}"
+
+
+def _render_purchase(base: str, reply: Reply) -> Render:
+    def render(console: Console, body: bytes) -> None:
+        order = msgspec.json.decode(body, type=PurchaseData).order
+        title = _title_of(base, order.book_id)
+        console.print(f"bought book {title}", markup=False, soft_wrap=True)
+        console.print(
+            f"order [cyan]{escape(order.id)}[/]: {order.quantity} x "
+            f"{format_cost(order.unit_cost)} = [bold green]{format_cost(order.total_cost)}[/]"
+        )
+        if reply.headers.get("idempotent-replayed") == "true":
+            console.print("[dim](replayed: this key had already bought it; nothing new)[/]")
+
+    return render
+
+
+def buy_command(
+    url: str,
+    book_id: str,
+    *,
+    quantity: int,
+    idempotency_key: str | None,
+    as_json: bool,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """`bazar buy ID [-n N]`: buy exactly once, retrying safely while the service recovers."""
+    if not book_id:
+        return _report_usage(UsageError("a book id is required"))
+    key = str(uuid.uuid4()) if idempotency_key is None else idempotency_key
+    hint = f"\nthe outcome is unknown; retry safely with --idempotency-key {key}"
+    try:
+        base = base_url(url)
+        reply = purchase(base, book_id, quantity=quantity, idempotency_key=key, sleep=sleep)
+    except UsageError as err:
+        return _report_usage(err)
+    except Unreachable as err:
+        return _report_unreachable(err, as_json=as_json, hint=escape(hint))
+    status = _finish(reply, as_json=as_json, render=_render_purchase(base, reply))
+    if status == EXIT_UNAVAILABLE:
+        _stderr().print(escape(hint.lstrip("\n")))
+    return status

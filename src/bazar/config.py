@@ -1,0 +1,200 @@
+"""Configuration: the one place that reads the environment, cluster files and secret files.
+
+Rules: every limit and timeout of the system is a named field here (units last); `cli.py`
+builds a `Cluster` once and passes it down. Nothing else reads `os.environ` or `sys.argv`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+Tier = Literal["frontend", "catalog", "order"]
+ReplicatedTier = Literal["catalog", "order"]
+REPLICATED_TIERS: tuple[ReplicatedTier, ...] = ("catalog", "order")
+
+DEFAULT_FRONTEND_PORT = 8002
+DEFAULT_PORTS: dict[ReplicatedTier, tuple[int, ...]] = {
+    "catalog": (8003, 8004),
+    "order": (8001, 8005),
+}
+
+CLUSTER_SECRET_ENV = "BAZAR_CLUSTER_SECRET"
+ADMIN_TOKEN_ENV = "BAZAR_ADMIN_TOKEN"
+CLUSTER_SECRET_FILE = "cluster.secret"
+ADMIN_TOKEN_FILE = "admin.token"
+CLUSTER_FILE = "cluster.toml"
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Every bound and timeout, in one place (TigerStyle: put a limit on everything)."""
+
+    request_bytes_max: int = 64 * 1024
+    quantity_max: int = 1000
+    topic_chars_max: int = 200
+    idempotency_key_chars_max: int = 255
+    stock_delta_abs_max: int = 10**9
+    page_limit_max: int = 1000
+    page_limit_default: int = 100
+    read_timeout_ms: int = 500
+    write_timeout_ms: int = 5000
+    replicate_timeout_ms: int = 500
+    replicate_retry_ms: int = 50
+    heartbeat_ms: int = 200
+    heartbeat_timeout_ms: int = 300
+    batch_commands_max: int = 512
+    inflight_commands_max: int = 10_000
+    recovery_interval_ms: int = 1000
+    catch_up_entries_max: int = 1000
+    retry_after_s: int = 1
+
+
+LIMITS = Limits()
+assert LIMITS.read_timeout_ms < LIMITS.write_timeout_ms
+assert LIMITS.heartbeat_timeout_ms < 2 * LIMITS.heartbeat_ms
+assert LIMITS.page_limit_default <= LIMITS.page_limit_max
+
+
+class Node(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One process of the cluster: its name (`catalog-1`), tier and address."""
+
+    name: str
+    tier: Tier
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class Cluster(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """The whole deployment: who runs where, where data lives, and the limits."""
+
+    data_dir: str
+    frontend: Node
+    catalog: tuple[Node, ...]
+    order: tuple[Node, ...]
+    catalog_file: str | None = None
+    cache_enabled: bool = True
+    limits: Limits = LIMITS
+
+    def replicas(self, tier: ReplicatedTier) -> tuple[Node, ...]:
+        return self.catalog if tier == "catalog" else self.order
+
+    def nodes(self) -> tuple[Node, ...]:
+        return (self.frontend, *self.catalog, *self.order)
+
+    def node(self, name: str) -> Node:
+        """Raises: KeyError if no process of that name is configured."""
+        for node in self.nodes():
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def replica_dir(self, node: Node) -> Path:
+        return Path(self.data_dir) / node.name
+
+
+class Secrets(msgspec.Struct, frozen=True, kw_only=True):
+    cluster_secret: str
+    admin_token: str
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def plan_cluster(
+    *,
+    data_dir: Path,
+    host: str,
+    port: int,
+    catalog_replicas: int,
+    order_replicas: int,
+    catalog_file: str | None,
+    cache_enabled: bool = True,
+) -> Cluster:
+    """Lay out ports: the seed's defaults on the default port, else the next free ports."""
+    assert catalog_replicas >= 1
+    assert order_replicas >= 1
+    taken: set[int] = {port}
+
+    def take(preferred: int | None) -> int:
+        candidate = preferred if preferred is not None else port + 1
+        while candidate in taken or not _port_free(host, candidate):
+            candidate += 1
+        taken.add(candidate)
+        return candidate
+
+    def tier_nodes(tier: ReplicatedTier, count: int) -> tuple[Node, ...]:
+        defaults = DEFAULT_PORTS[tier] if port == DEFAULT_FRONTEND_PORT else ()
+        nodes = []
+        for index in range(count):
+            preferred = defaults[index] if index < len(defaults) else None
+            nodes.append(
+                Node(name=f"{tier}-{index + 1}", tier=tier, host=host, port=take(preferred))
+            )
+        return tuple(nodes)
+
+    return Cluster(
+        data_dir=str(data_dir.resolve()),
+        frontend=Node(name="frontend", tier="frontend", host=host, port=port),
+        catalog=tier_nodes("catalog", catalog_replicas),
+        order=tier_nodes("order", order_replicas),
+        catalog_file=str(Path(catalog_file).resolve()) if catalog_file else None,
+        cache_enabled=cache_enabled,
+    )
+
+
+def write_cluster(cluster: Cluster, path: Path) -> None:
+    path.write_bytes(msgspec.toml.encode(cluster))
+
+
+def load_cluster(path: Path) -> Cluster:
+    """Raises: msgspec.ValidationError or tomllib.TOMLDecodeError for a bad cluster file."""
+    return msgspec.convert(tomllib.loads(path.read_text()), Cluster)
+
+
+def _secret_from(environ: Mapping[str, str], variable: str, path: Path, avoid: str) -> str:
+    value = environ.get(variable, "").strip()
+    if value:
+        return value
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(32)
+    while value == avoid:
+        value = secrets.token_urlsafe(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+def load_secrets(data_dir: Path, environ: Mapping[str, str]) -> Secrets:
+    """Secrets from the environment, else from `<data-dir>`, generated (mode 0600) on first use."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cluster_secret = _secret_from(
+        environ, CLUSTER_SECRET_ENV, data_dir / CLUSTER_SECRET_FILE, avoid=""
+    )
+    admin_token = _secret_from(
+        environ, ADMIN_TOKEN_ENV, data_dir / ADMIN_TOKEN_FILE, avoid=cluster_secret
+    )
+    if admin_token == cluster_secret:
+        raise ValueError("the admin token and the cluster secret must differ")
+    return Secrets(cluster_secret=cluster_secret, admin_token=admin_token)

@@ -1,0 +1,236 @@
+"""The catalog's state machine: books and sales, executed in the primary's write transaction.
+
+A sale is the atomic conditional decrement `UPDATE books SET stock = stock - q WHERE id = ?
+AND stock >= q`, never read-then-write, and its result is recorded under the idempotency key
+in the same transaction, so a retried key (even after a failover) returns the first result.
+Every write produces row images (`Upsert`) that backups apply verbatim.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import tomllib
+from collections.abc import Mapping
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+
+import msgspec
+
+from bazar.storage import row_dict, write_row
+from bazar.wire import (
+    Book,
+    CatalogCommand,
+    Change,
+    Row,
+    SaleResult,
+    Sell,
+    UpdateBook,
+    UpdateResult,
+    Upsert,
+    Version,
+    cents_to_cost,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS books (
+    id INTEGER PRIMARY KEY,
+    title TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    stock INTEGER NOT NULL CHECK (stock >= 0),
+    cost_cents INTEGER NOT NULL CHECK (cost_cents >= 0),
+    version_epoch INTEGER NOT NULL DEFAULT 0,
+    version_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS sales (
+    idempotency_key TEXT PRIMARY KEY,
+    book_id INTEGER NOT NULL,
+    quantity INTEGER NOT NULL CHECK (quantity > 0),
+    status TEXT NOT NULL CHECK (status IN ('ok', 'out_of_stock')),
+    unit_cost_cents INTEGER NOT NULL,
+    seq INTEGER NOT NULL
+);
+"""
+
+TABLES: Mapping[str, str] = {"books": "id", "sales": "idempotency_key"}
+Result = SaleResult | UpdateResult
+
+
+class SeedBook(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: int
+    title: str
+    topic: str
+    stock: int
+    cost: int | float
+
+
+class SeedFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    books: list[SeedBook]
+
+
+def cost_to_cents(cost: int | float) -> int | None:
+    """Exact cents of a non-negative cost with at most two decimals, else None."""
+    if isinstance(cost, bool) or cost < 0:
+        return None
+    exact = Decimal(repr(cost)) * 100
+    if exact != exact.to_integral_value() or exact > 10**15:
+        return None
+    return int(exact)
+
+
+def load_seed(path: str | None) -> list[SeedBook]:
+    """Books from a JSON (list or {"books": [...]}) or TOML ([[books]]) file.
+
+    Raises: ValueError for a malformed file.
+    """
+    if path is None:
+        text = (resources.files("bazar") / "data" / "catalog.toml").read_text()
+        raw: object = tomllib.loads(text)
+    elif Path(path).suffix.lower() == ".toml":
+        raw = tomllib.loads(Path(path).read_text())
+    else:
+        raw = json.loads(Path(path).read_text())
+    if isinstance(raw, list):
+        raw = {"books": raw}
+    try:
+        books = msgspec.convert(raw, SeedFile).books
+    except msgspec.ValidationError as error:
+        raise ValueError(f"bad catalog file: {error}") from error
+    for book in books:
+        if book.id <= 0 or book.stock < 0 or cost_to_cents(book.cost) is None:
+            raise ValueError(f"bad book in catalog file: {book}")
+    if len({book.id for book in books}) != len(books):
+        raise ValueError("duplicate book ids in catalog file")
+    return books
+
+
+def seed(conn: sqlite3.Connection, books: list[SeedBook]) -> bool:
+    """Load the initial catalog into an empty database (seq 0, identical on every replica).
+    Returns False when books were already there."""
+    if conn.execute("SELECT 1 FROM books LIMIT 1").fetchone():
+        return False
+    conn.execute("BEGIN IMMEDIATE")
+    for book in books:
+        cents = cost_to_cents(book.cost)
+        assert cents is not None
+        conn.execute(
+            "INSERT INTO books (id, title, topic, stock, cost_cents) VALUES (?, ?, ?, ?, ?)",
+            (book.id, book.title, book.topic, book.stock, cents),
+        )
+    conn.execute("COMMIT")
+    return True
+
+
+def book_from_row(row: sqlite3.Row | Row) -> Book:
+    return Book(
+        id=int(row["id"]),  # type: ignore[arg-type]
+        title=str(row["title"]),
+        topic=str(row["topic"]),
+        stock=int(row["stock"]),  # type: ignore[arg-type]
+        cost=cents_to_cost(int(row["cost_cents"])),  # type: ignore[arg-type]
+    )
+
+
+def row_version(row: sqlite3.Row | Row) -> Version:
+    return (int(row["version_epoch"]), int(row["version_seq"]))  # type: ignore[arg-type]
+
+
+class CatalogMachine:
+    tables = TABLES
+
+    def execute(
+        self, conn: sqlite3.Connection, command: CatalogCommand, version: Version
+    ) -> tuple[list[Change], Result]:
+        if isinstance(command, Sell):
+            return self._sell(conn, command, version)
+        return self._update(conn, command, version)
+
+    def _sell(
+        self, conn: sqlite3.Connection, command: Sell, version: Version
+    ) -> tuple[list[Change], Result]:
+        earlier = conn.execute(
+            "SELECT s.*, b.title FROM sales s LEFT JOIN books b ON b.id = s.book_id"
+            " WHERE s.idempotency_key = ?",
+            (command.idempotency_key,),
+        ).fetchone()
+        if earlier is not None:
+            if (earlier["book_id"], earlier["quantity"]) != (command.book_id, command.quantity):
+                return [], SaleResult(status="key_reused")
+            return [], SaleResult(
+                status=earlier["status"],
+                unit_cost_cents=earlier["unit_cost_cents"],
+                title=earlier["title"] or "",
+            )
+        book = conn.execute(
+            "UPDATE books SET stock = stock - ?1, version_epoch = ?2, version_seq = ?3"
+            " WHERE id = ?4 AND stock >= ?1 RETURNING *",
+            (command.quantity, version[0], version[1], command.book_id),
+        ).fetchone()
+        changes: list[Change] = []
+        if book is not None:
+            changes.append(Upsert(table="books", row=row_dict(book)))
+            status = "ok"
+        else:
+            book = conn.execute("SELECT * FROM books WHERE id = ?", (command.book_id,)).fetchone()
+            if book is None:
+                return [], SaleResult(status="not_found")
+            status = "out_of_stock"
+        sale: Row = {
+            "idempotency_key": command.idempotency_key,
+            "book_id": command.book_id,
+            "quantity": command.quantity,
+            "status": status,
+            "unit_cost_cents": book["cost_cents"],
+            "seq": version[1],
+        }
+        changes.append(Upsert(table="sales", row=sale))
+        write_row(conn, TABLES, changes[-1])
+        result = SaleResult(
+            status="ok" if status == "ok" else "out_of_stock",
+            unit_cost_cents=book["cost_cents"],
+            title=book["title"],
+        )
+        return changes, result
+
+    def _update(
+        self, conn: sqlite3.Connection, command: UpdateBook, version: Version
+    ) -> tuple[list[Change], Result]:
+        if command.stock_delta == 0 and command.cost_cents is None:
+            current = conn.execute(
+                "SELECT * FROM books WHERE id = ?", (command.book_id,)
+            ).fetchone()
+            if current is None:
+                return [], UpdateResult(status="not_found")
+            return [], UpdateResult(status="ok", book=book_from_row(current))
+        book = conn.execute(
+            "UPDATE books SET stock = stock + ?1, cost_cents = coalesce(?2, cost_cents),"
+            " version_epoch = ?3, version_seq = ?4 WHERE id = ?5 AND stock + ?1 >= 0"
+            " RETURNING *",
+            (command.stock_delta, command.cost_cents, version[0], version[1], command.book_id),
+        ).fetchone()
+        if book is None:
+            exists = conn.execute("SELECT 1 FROM books WHERE id = ?", (command.book_id,))
+            if exists.fetchone():
+                return [], UpdateResult(status="out_of_stock")
+            return [], UpdateResult(status="not_found")
+        return [Upsert(table="books", row=row_dict(book))], UpdateResult(
+            status="ok", book=book_from_row(book)
+        )
+
+
+# ---------------------------------------------------------------- reads (reader connection)
+
+
+def read_book(conn: sqlite3.Connection, book_id: int) -> Row | None:
+    row = conn.execute("SELECT * FROM books WHERE id = ?", (book_id,)).fetchone()
+    return row_dict(row) if row is not None else None
+
+
+def read_books(conn: sqlite3.Connection) -> list[Row]:
+    return [row_dict(row) for row in conn.execute("SELECT * FROM books ORDER BY id")]
+
+
+def matches_topic(row: Row, topic: str) -> bool:
+    """Case-insensitive substring match on the topic (Unicode-aware, unlike SQLite LIKE)."""
+    return topic.casefold() in str(row["topic"]).casefold()

@@ -1,0 +1,645 @@
+"""The OpenAPI 3.1 document of the public front-end API (SPEC §2 and §8).
+
+Why built, not written: the schemas come from the msgspec Structs of `wire.py` through
+`msgspec.json.schema_components`, so the document cannot drift from what the server encodes,
+and the limits come from `config.LIMITS`, so it cannot drift from what the server enforces.
+What the Structs cannot say (ranges, "not both", "at least one field") is added here, on a
+fresh copy of the components, as JSON Schema keywords.
+
+Rules: only the public front end is described (internal replica routes need the cluster
+secret and are not part of the contract); every error response references `ErrorBody`;
+nothing is cached at module level: the caller builds the document once and keeps the bytes.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import orjson
+
+from bazar import __version__, wire
+from bazar.config import LIMITS
+
+Json = dict[str, object]
+
+SCHEMA_REF = "#/components/schemas/{name}"
+ID_MAX = 2**63 - 1
+
+# Every Struct the public API sends or receives; their components make up `components.schemas`.
+PUBLIC_TYPES: tuple[type[wire.Struct], ...] = (
+    wire.Book,
+    wire.Order,
+    wire.ErrorBody,
+    wire.PurchaseBody,
+    wire.BookPatch,
+    wire.BookData,
+    wire.BookListData,
+    wire.PurchaseData,
+    wire.OrderData,
+    wire.OrderPage,
+    wire.HealthData,
+    wire.ClusterData,
+)
+
+
+def example_book() -> Json:
+    """Book 2 of the initial catalog; fresh each call, so no caller can change a shared one."""
+    return {
+        "id": 2,
+        "title": "RPCs for Noobs",
+        "topic": "Distributed Systems",
+        "stock": 5,
+        "cost": 15,
+    }
+
+
+def example_order() -> Json:
+    return {
+        "id": "ord-0000000000000001",
+        "book_id": 2,
+        "quantity": 1,
+        "unit_cost": 15,
+        "total_cost": 15,
+        "status": "completed",
+        "created_at": "2025-01-01T12:00:00Z",
+    }
+
+
+def example_tier(tier: str, ports: tuple[int, int]) -> Json:
+    """One tier of the `/cluster` example: replica 1 is primary, replica 2 an in-sync backup."""
+    replicas = [
+        {
+            "name": f"{tier}-{n}",
+            "url": f"http://127.0.0.1:{port}",
+            "role": "primary" if n == 1 else "backup",
+            "state": "in_sync",
+            "pid": 4100 + port % 100,
+            "last_seq": 42,
+            "commit_seq": 42,
+        }
+        for n, port in enumerate(ports, start=1)
+    ]
+    return {"epoch": 1, "primary": f"{tier}-1", "replicas": replicas}
+
+
+def example_cluster() -> Json:
+    cache = {"enabled": True, "entries": 9, "hits": 120, "misses": 14, "invalidations": 3}
+    return {
+        "data": {
+            "catalog": example_tier("catalog", (8003, 8004)),
+            "order": example_tier("order", (8001, 8005)),
+            "cache": cache,
+        }
+    }
+
+
+# (code, summary, example message) of every error the public API answers with.
+ERROR_EXAMPLES: tuple[tuple[str, str, str], ...] = (
+    ("invalid_request", "Malformed request", "quantity must be an integer in 1..1000"),
+    ("idempotency_key_reused", "Key reused", "idempotency key was used for another purchase"),
+    ("idempotency_key_in_use", "Key in use", "a purchase with this idempotency key is running"),
+    ("not_found", "Not found", "no book with id 99"),
+    ("out_of_stock", "Out of stock", "book 2 has 0 in stock, 1 requested"),
+    ("unauthorized", "Unauthorized", "missing or wrong admin token"),
+    ("payload_too_large", "Body too large", "request body exceeds 65536 bytes"),
+    ("unsupported_media_type", "Unsupported media type", "content type text/plain"),
+    ("unavailable", "Unavailable", "no primary can take writes now; retry with the same key"),
+)
+
+
+def openapi_document() -> dict[str, object]:
+    """Build the whole OpenAPI 3.1 document of the public API, as plain JSON-ready dicts."""
+    return {
+        "openapi": "3.1.0",
+        "info": document_info(),
+        "servers": [{"url": "/", "description": "this front end"}],
+        "tags": [
+            {"name": "store", "description": "Browse the catalog and buy books."},
+            {"name": "orders", "description": "Read the replicated order log."},
+            {"name": "admin", "description": "Change a book (admin token required)."},
+            {"name": "operations", "description": "Health, cluster view and metrics."},
+            {"name": "pages", "description": "Human-facing pages and this document."},
+        ],
+        "paths": document_paths(),
+        "components": {
+            "schemas": document_schemas(),
+            "headers": document_headers(),
+            "securitySchemes": {
+                "admin": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The admin token (`BAZAR_ADMIN_TOKEN` or "
+                    "`<data-dir>/admin.token`).",
+                }
+            },
+        },
+    }
+
+
+def openapi_json() -> bytes:
+    """The document encoded as JSON; the caller computes it once and serves the bytes."""
+    return orjson.dumps(openapi_document())
+
+
+def document_info() -> Json:
+    return {
+        "title": "Bazar",
+        "version": __version__,
+        "summary": "A replicated online bookstore.",
+        "description": (
+            "The public API of the Bazar front end. Every route works with or without a "
+            'trailing slash. Success bodies are `{"data": ...}`; errors are always '
+            '`{"error": {"code": "<snake_case>", "message": "<text>"}}` with a 4xx or 5xx '
+            "status. Every response carries `X-Request-Id` (echoed when the client sends one). "
+            "A method a route does not take gets 405 `method_not_allowed` with `Allow`. "
+            "Purchases are exactly once per `Idempotency-Key`."
+        ),
+    }
+
+
+def document_schemas() -> Json:
+    """The wire Structs as schema components, refined with the limits the server enforces."""
+    _, components = msgspec.json.schema_components(PUBLIC_TYPES, ref_template=SCHEMA_REF)
+    schemas: Json = dict(components)
+    quantity: Json = {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": LIMITS.quantity_max,
+        "description": "How many copies to buy.",
+    }
+    purchase = refined(schemas, "PurchaseBody")
+    purchase["properties"] = {
+        "item_number": {**quantity, "description": "The quantity (the lab's name for it)."},
+        "quantity": quantity,
+    }
+    purchase["not"] = {"required": ["item_number", "quantity"]}
+    patch = refined(schemas, "BookPatch")
+    patch["properties"] = {
+        "cost": {
+            "type": "number",
+            "minimum": 0,
+            "multipleOf": 0.01,
+            "description": "New unit cost, with at most 2 decimals.",
+        },
+        "stock_delta": {
+            "type": "integer",
+            "minimum": -LIMITS.stock_delta_abs_max,
+            "maximum": LIMITS.stock_delta_abs_max,
+            "description": "Added to the stock (negative reduces it; stock never goes below 0).",
+        },
+    }
+    patch["minProperties"] = 1
+    book = refined(schemas, "Book")
+    book["properties"] = {
+        "id": {"type": "integer", "minimum": 1, "maximum": ID_MAX},
+        "title": {"type": "string"},
+        "topic": {"type": "string"},
+        "stock": {"type": "integer", "minimum": 0},
+        "cost": {"type": "number", "minimum": 0, "description": "Money, at most 2 decimals."},
+    }
+    return schemas
+
+
+def refined(schemas: Json, name: str) -> Json:
+    """A copy of one component, stored back in `schemas`, for this module to add keywords to."""
+    schema = schemas[name]
+    assert isinstance(schema, dict), name
+    copy: Json = dict(schema)
+    schemas[name] = copy
+    return copy
+
+
+def document_headers() -> Json:
+    return {
+        "X-Request-Id": {
+            "description": "The request's id: the client's `X-Request-Id` or a fresh one.",
+            "schema": {"type": "string"},
+        },
+        "Retry-After": {
+            "description": "Whole seconds to wait before retrying (with the same key).",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 0},
+        },
+        "Idempotent-Replayed": {
+            "description": "`true` when this is the stored answer of an earlier request "
+            "with the same `Idempotency-Key`; absent on the first answer.",
+            "schema": {"type": "string", "enum": ["true"]},
+        },
+    }
+
+
+def header_ref(name: str) -> Json:
+    return {"$ref": f"#/components/headers/{name}"}
+
+
+def schema_ref(name: str) -> Json:
+    return {"$ref": SCHEMA_REF.format(name=name)}
+
+
+def json_response(description: str, schema: str, example: object) -> Json:
+    """A 200 answer whose body is the `schema` component."""
+    return {
+        "description": description,
+        "headers": {"X-Request-Id": header_ref("X-Request-Id")},
+        "content": {"application/json": {"schema": schema_ref(schema), "example": example}},
+    }
+
+
+def text_response(description: str, media_type: str, example: str) -> Json:
+    return {
+        "description": description,
+        "headers": {"X-Request-Id": header_ref("X-Request-Id")},
+        "content": {media_type: {"schema": {"type": "string"}, "example": example}},
+    }
+
+
+def error_response(
+    description: str, codes: tuple[str, ...], *, retry_after: bool = False, message: str = ""
+) -> Json:
+    """An error answer: an `ErrorBody` with one named example per possible code.
+
+    `message` replaces the example message of the only code, where a route has a better one.
+    """
+    assert not message or len(codes) == 1, codes
+    examples: Json = {}
+    for code, summary, default_message in ERROR_EXAMPLES:
+        if code in codes:
+            text = message or default_message
+            examples[code] = {
+                "summary": summary,
+                "value": {"error": {"code": code, "message": text}},
+            }
+    assert len(examples) == len(codes), codes
+    headers: Json = {"X-Request-Id": header_ref("X-Request-Id")}
+    if retry_after:
+        headers["Retry-After"] = header_ref("Retry-After")
+    return {
+        "description": description,
+        "headers": headers,
+        "content": {"application/json": {"schema": schema_ref("ErrorBody"), "examples": examples}},
+    }
+
+
+def invalid(description: str, message: str) -> Json:
+    return error_response(description, ("invalid_request",), message=message)
+
+
+def unavailable_read() -> Json:
+    return error_response("No replica of the tier can answer now.", ("unavailable",))
+
+
+def parameter(
+    name: str, location: str, description: str, schema: Json, example: object = None
+) -> Json:
+    """One parameter; path parameters are required, the others optional (as in SPEC §2)."""
+    entry: Json = {
+        "name": name,
+        "in": location,
+        "required": location == "path",
+        "description": description,
+        "schema": schema,
+    }
+    if example is not None:
+        entry["example"] = example
+    return entry
+
+
+def book_id_parameter() -> Json:
+    description = "The book's id: ASCII decimal digits, a positive integer."
+    schema: Json = {"type": "integer", "minimum": 1, "maximum": ID_MAX}
+    return parameter("id", "path", description, schema, example=2)
+
+
+def document_paths() -> Json:
+    """Every public route, grouped as the SPEC §2 table lists them."""
+    return {
+        **store_paths(),
+        **purchase_paths(),
+        **order_paths(),
+        **admin_paths(),
+        **operation_paths(),
+        **page_paths(),
+    }
+
+
+def store_paths() -> Json:
+    topic_schema: Json = {"type": "string", "minLength": 1, "maxLength": LIMITS.topic_chars_max}
+    topic_schema["pattern"] = "\\S"  # not only whitespace
+    topic = parameter(
+        "topic",
+        "path",
+        "Matched case-insensitively as a substring of each book's topic.",
+        topic_schema,
+        example="distributed",
+    )
+    return {
+        "/search/{topic}": {
+            "get": {
+                "operationId": "searchBooks",
+                "tags": ["store"],
+                "summary": "Search books by topic",
+                "description": "Books whose topic contains `topic`, ordered by id; `[]` when "
+                "none. Empty, whitespace-only or over-long topics are rejected.",
+                "parameters": [topic],
+                "responses": {
+                    "200": json_response(
+                        "Matching books.", "BookListData", {"data": [example_book()]}
+                    ),
+                    "422": invalid(
+                        "The topic is empty, only whitespace or too long.",
+                        "topic must be 1..200 characters, not only whitespace",
+                    ),
+                    "503": unavailable_read(),
+                },
+            }
+        },
+        "/info/{id}": {
+            "get": {
+                "operationId": "getBook",
+                "tags": ["store"],
+                "summary": "Get one book",
+                "parameters": [book_id_parameter()],
+                "responses": {
+                    "200": json_response("The book.", "BookData", {"data": example_book()}),
+                    "404": error_response("No book has this id.", ("not_found",)),
+                    "422": invalid(
+                        "The id is not a positive ASCII integer below 2^63.",
+                        "book id must be a positive integer",
+                    ),
+                    "503": unavailable_read(),
+                },
+            }
+        },
+        "/info": {
+            "get": {
+                "operationId": "listBooks",
+                "tags": ["store"],
+                "summary": "List all books",
+                "description": "Every book, ordered by id.",
+                "responses": {
+                    "200": json_response("All books.", "BookListData", {"data": [example_book()]}),
+                    "503": unavailable_read(),
+                },
+            }
+        },
+    }
+
+
+def purchase_paths() -> Json:
+    return {
+        "/purchase/{id}": {
+            "post": purchase_operation("purchaseBook", "Buy a book"),
+            "put": purchase_operation("purchaseBookPut", "Buy a book (PUT, as in the lab)"),
+        }
+    }
+
+
+def purchase_operation(operation_id: str, summary: str) -> Json:
+    """PUT and POST `/purchase/{id}` take the same request and give the same answers."""
+    return {
+        "operationId": operation_id,
+        "tags": ["store"],
+        "summary": summary,
+        "description": "Buys `quantity` copies (default 1: no body, an empty body or `{}`). "
+        "`item_number` is a synonym of `quantity`; giving both is rejected.",
+        "parameters": [book_id_parameter(), idempotency_key_parameter()],
+        "requestBody": purchase_request_body(),
+        "responses": purchase_responses(),
+    }
+
+
+def idempotency_key_parameter() -> Json:
+    description = (
+        "Makes the purchase exactly once: a retry with the same key gets the first answer. "
+        "Without it the front end generates one per request."
+    )
+    key_chars_max = LIMITS.idempotency_key_chars_max
+    schema: Json = {"type": "string", "minLength": 1, "maxLength": key_chars_max}
+    schema["pattern"] = "^[ -~]+$"  # printable ASCII
+    example = "3f1c1f0e-6a43-4c2b-9a57-2d0f0c9d6b11"
+    return parameter("Idempotency-Key", "header", description, schema, example=example)
+
+
+def purchase_request_body() -> Json:
+    form_quantity: Json = {"type": "integer", "minimum": 1, "maximum": LIMITS.quantity_max}
+    return {
+        "required": False,
+        "content": {
+            "application/json": {
+                "schema": schema_ref("PurchaseBody"),
+                "example": {"quantity": 1},
+            },
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"item_number": form_quantity},
+                },
+                "example": {"item_number": 1},
+            },
+        },
+    }
+
+
+def purchase_responses() -> Json:
+    done: Json = json_response(
+        "The purchase is done (or is the replay of an earlier one with the same key).",
+        "PurchaseData",
+        {"data": "Purchase done", "order": example_order()},
+    )
+    done["headers"] = {
+        "X-Request-Id": header_ref("X-Request-Id"),
+        "Idempotent-Replayed": header_ref("Idempotent-Replayed"),
+    }
+    return {
+        "200": done,
+        "404": error_response("No book has this id.", ("not_found",)),
+        "409": error_response(
+            "Not enough stock (the stock is unchanged), or a request with the same key "
+            "is still running (retry after `Retry-After`).",
+            ("out_of_stock", "idempotency_key_in_use"),
+        ),
+        "413": error_response("The body exceeds 64 KiB.", ("payload_too_large",)),
+        "415": error_response("The body is neither JSON nor a form.", ("unsupported_media_type",)),
+        "422": error_response(
+            "Bad id, quantity, JSON or key; or the key was used for another purchase.",
+            ("invalid_request", "idempotency_key_reused"),
+        ),
+        "503": error_response(
+            "No primary can take the write now; retry with the same key.",
+            ("unavailable",),
+            retry_after=True,
+        ),
+    }
+
+
+def order_paths() -> Json:
+    order_id = parameter(
+        "id",
+        "path",
+        "The order's id, as returned by a purchase (opaque text).",
+        {"type": "string", "minLength": 1},
+        example="ord-0000000000000001",
+    )
+    limit_schema: Json = {"type": "integer", "minimum": 1, "maximum": LIMITS.page_limit_max}
+    limit_schema["default"] = LIMITS.page_limit_default
+    limit = parameter("limit", "query", "Orders per page.", limit_schema)
+    after = parameter(
+        "after",
+        "query",
+        "The `next` of the previous page: start after this order id.",
+        {"type": "string", "minLength": 1},
+    )
+    page = {"data": [example_order()], "next": None}
+    return {
+        "/orders/{id}": {
+            "get": {
+                "operationId": "getOrder",
+                "tags": ["orders"],
+                "summary": "Get one order",
+                "parameters": [order_id],
+                "responses": {
+                    "200": json_response("The order.", "OrderData", {"data": example_order()}),
+                    "404": error_response("No order has this id.", ("not_found",)),
+                    "503": unavailable_read(),
+                },
+            }
+        },
+        "/orders": {
+            "get": {
+                "operationId": "listOrders",
+                "tags": ["orders"],
+                "summary": "List orders, oldest first",
+                "description": "Pages in commit order; `next` is null on the last page.",
+                "parameters": [limit, after],
+                "responses": {
+                    "200": json_response("One page of orders.", "OrderPage", page),
+                    "422": invalid(
+                        "`limit` is out of range or `after` is not an order id.",
+                        "limit must be an integer in 1..1000",
+                    ),
+                    "503": unavailable_read(),
+                },
+            }
+        },
+    }
+
+
+def admin_paths() -> Json:
+    return {
+        "/books/{id}": {
+            "patch": {
+                "operationId": "updateBook",
+                "tags": ["admin"],
+                "summary": "Change a book's cost or stock",
+                "description": "Sets `cost` and/or adds `stock_delta` to the stock. "
+                "`stock_delta: 0` changes nothing. JSON only.",
+                "security": [{"admin": []}],
+                "parameters": [book_id_parameter()],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": schema_ref("BookPatch"),
+                            "example": {"stock_delta": 5},
+                        }
+                    },
+                },
+                "responses": {
+                    "200": json_response("The updated book.", "BookData", {"data": example_book()}),
+                    "401": error_response("Missing or wrong admin token.", ("unauthorized",)),
+                    "404": error_response("No book has this id.", ("not_found",)),
+                    "409": error_response("The stock would go below 0.", ("out_of_stock",)),
+                    "413": error_response("The body exceeds 64 KiB.", ("payload_too_large",)),
+                    "415": error_response("The body is not JSON.", ("unsupported_media_type",)),
+                    "422": invalid(
+                        "Bad id or body (`{}`, negative cost, more than 2 decimals...).",
+                        "cost must be >= 0 with at most 2 decimals",
+                    ),
+                    "503": error_response(
+                        "No primary can take the write now.", ("unavailable",), retry_after=True
+                    ),
+                },
+            }
+        }
+    }
+
+
+def operation_paths() -> Json:
+    return {
+        "/health": {
+            "get": {
+                "operationId": "getHealth",
+                "tags": ["operations"],
+                "summary": "Can the store serve reads and writes?",
+                "responses": {
+                    "200": json_response("Healthy.", "HealthData", {"data": {"status": "ok"}}),
+                    "503": error_response(
+                        "Not able to serve; the message says why.", ("unavailable",)
+                    ),
+                },
+            }
+        },
+        "/cluster": {
+            "get": {
+                "operationId": "getCluster",
+                "tags": ["operations"],
+                "summary": "The replicas, their roles and the cache",
+                "description": "For each tier: the epoch, the primary and every replica's role, "
+                "state and log position; and the front end's cache counters.",
+                "responses": {
+                    "200": json_response("The cluster view.", "ClusterData", example_cluster())
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "getMetrics",
+                "tags": ["operations"],
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": text_response(
+                        "Prometheus text exposition format.",
+                        "text/plain",
+                        "# TYPE bazar_requests_total counter\n",
+                    )
+                },
+            }
+        },
+    }
+
+
+def page_paths() -> Json:
+    document: Json = {
+        "description": "This OpenAPI 3.1 document (not wrapped in `data`).",
+        "headers": {"X-Request-Id": header_ref("X-Request-Id")},
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+    return {
+        "/openapi.json": {
+            "get": {
+                "operationId": "getOpenapi",
+                "tags": ["pages"],
+                "summary": "This API description",
+                "responses": {"200": document},
+            }
+        },
+        "/docs": {
+            "get": {
+                "operationId": "getDocs",
+                "tags": ["pages"],
+                "summary": "API documentation page (works offline)",
+                "responses": {
+                    "200": text_response("An HTML page.", "text/html", "<!doctype html>")
+                },
+            }
+        },
+        "/": {
+            "get": {
+                "operationId": "getStorefront",
+                "tags": ["pages"],
+                "summary": "Storefront and live cluster view",
+                "responses": {
+                    "200": text_response("An HTML page.", "text/html", "<!doctype html>")
+                },
+            }
+        },
+    }

@@ -1,0 +1,136 @@
+"""A catalog replica: books and sales, replicated; reads from any replica in the view.
+
+Reads on a backup follow the CRAQ rule: a book that a staged (not yet known committed) entry
+writes is checked with the primary, and answered with the committed row image.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
+
+from bazar.config import Cluster, Node, Secrets
+from bazar.errors import InvalidRequest, NotFound
+from bazar.http_app import json_response
+from bazar.machines import catalog as machine
+from bazar.services.replica import ReplicaProcess, decode_body
+from bazar.wire import (
+    Entry,
+    Row,
+    Sell,
+    UpdateBook,
+    Upsert,
+    Version,
+    VersionedBook,
+    VersionedBookList,
+)
+
+log = logging.getLogger("bazar.catalog")
+
+
+def overlay_books(rows: dict[int, Row], entries: list[Entry]) -> None:
+    """Replace rows by the committed images carried by `entries` (in seq order)."""
+    for entry in entries:
+        for change in entry.changes:
+            if isinstance(change, Upsert) and change.table == "books":
+                book_id = int(change.row["id"])  # type: ignore[arg-type]
+                if book_id in rows:
+                    rows[book_id] = change.row
+
+
+def positive_id(text: str) -> int:
+    """Raises: InvalidRequest unless `text` is ASCII digits naming a positive int64."""
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidRequest(f"the id must be a positive integer, not {text!r}")
+    value = int(text)
+    if not 0 < value <= 2**63 - 1:
+        raise InvalidRequest(f"the id must be between 1 and 2^63-1, not {text}")
+    return value
+
+
+class CatalogService:
+    def __init__(self, cluster: Cluster, node: Node, secrets: Secrets) -> None:
+        self.process = ReplicaProcess(
+            cluster=cluster,
+            node=node,
+            secrets=secrets,
+            schema=machine.SCHEMA,
+            machine=machine.CatalogMachine(),
+        )
+        books = machine.load_seed(cluster.catalog_file)
+        seeded = self.process.store.write_blocking(partial(machine.seed, books=books))
+        if not seeded and cluster.catalog_file:
+            log.warning("catalog file ignored: %s already holds books", node.name)
+        self.runtime = self.process.runtime
+        self.limits = cluster.limits
+
+    def app(self) -> ASGIApp:
+        internal = self.process.internal
+        routes: list[BaseRoute] = [
+            Route("/books", internal(self._books), methods=["GET"]),
+            Route("/books/{id}", internal(self._book), methods=["GET"]),
+            Route("/search/{topic:path}", internal(self._search), methods=["GET"]),
+            Route("/internal/sell", internal(self._sell), methods=["POST"]),
+            Route("/internal/books/{id}", internal(self._update), methods=["POST"]),
+        ]
+        return self.process.app(routes)
+
+    def _version(self) -> Version:
+        point = self.runtime.commit_point()
+        return (point.epoch, point.commit_seq)
+
+    async def _committed_rows(self, rows: list[Row], all_books: bool) -> dict[int, Row]:
+        by_id = {int(row["id"]): row for row in rows}  # type: ignore[arg-type]
+        keys: set[int | str] | None = None if all_books else set(by_id)
+        overlay = await self.runtime.committed_overlay("books", keys)
+        overlay_books(by_id, overlay)
+        return by_id
+
+    async def _books(self, request: Request) -> Response:
+        self.runtime.readable()
+        version = self._version()
+        rows = await self._committed_rows(machine.read_books(self.process.store.reader), True)
+        books = [machine.book_from_row(rows[key]) for key in sorted(rows)]
+        return json_response(VersionedBookList(data=books, version=version))
+
+    async def _book(self, request: Request) -> Response:
+        self.runtime.readable()
+        book_id = positive_id(request.path_params["id"])
+        row = machine.read_book(self.process.store.reader, book_id)
+        if row is None:
+            raise NotFound(f"no book {book_id}")
+        rows = await self._committed_rows([row], False)
+        committed = rows[book_id]
+        return json_response(
+            VersionedBook(
+                data=machine.book_from_row(committed), version=machine.row_version(committed)
+            )
+        )
+
+    async def _search(self, request: Request) -> Response:
+        self.runtime.readable()
+        topic = request.path_params["topic"]
+        version = self._version()
+        rows = [
+            row
+            for row in machine.read_books(self.process.store.reader)
+            if machine.matches_topic(row, topic)
+        ]
+        by_id = await self._committed_rows(rows, False)
+        books = [machine.book_from_row(by_id[key]) for key in sorted(by_id)]
+        return json_response(VersionedBookList(data=books, version=version))
+
+    async def _sell(self, request: Request) -> Response:
+        command = await decode_body(request, Sell, self.limits.request_bytes_max)
+        return json_response(await self.runtime.submit(command))
+
+    async def _update(self, request: Request) -> Response:
+        command = await decode_body(request, UpdateBook, self.limits.request_bytes_max)
+        if command.book_id != positive_id(request.path_params["id"]):
+            raise InvalidRequest("the body and the path name different books")
+        return json_response(await self.runtime.submit(command))

@@ -1,0 +1,214 @@
+"""An order replica; its primary runs purchases end to end.
+
+A purchase (idempotency key K): `BeginPurchase(K)` is replicated (pending), the catalog
+primary sells under the same key (it deduplicates), then `FinishPurchase(K, outcome)` is
+replicated. Requests with a key already in flight here wait for the first one and are
+answered as replays. A recovery loop on the primary finishes purchases left pending by a
+crash or an unreachable catalog, so every sale ends with exactly one order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
+
+from bazar.config import Cluster, Node, Secrets
+from bazar.errors import BazarError, InvalidRequest, NotFound, NotPrimary, Unavailable
+from bazar.http_app import json_response
+from bazar.machines import order as machine
+from bazar.services.replica import ReplicaProcess, decode_body
+from bazar.transport import TransportError
+from bazar.wire import (
+    BeginPurchase,
+    BeginResult,
+    FinishPurchase,
+    FinishResult,
+    OrderData,
+    OrderPage,
+    PurchaseReply,
+    PurchaseRequest,
+    SaleResult,
+    Sell,
+)
+
+log = logging.getLogger("bazar.order")
+
+
+def now_rfc3339() -> str:
+    return (
+        datetime.datetime.now(datetime.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def page_limit(text: str | None, default: int, maximum: int) -> int:
+    """Raises: InvalidRequest unless `text` is an integer in 1..maximum."""
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= maximum:
+        raise InvalidRequest(f"limit must be an integer from 1 to {maximum}")
+    return int(text)
+
+
+class OrderService:
+    def __init__(self, cluster: Cluster, node: Node, secrets: Secrets) -> None:
+        self.process = ReplicaProcess(
+            cluster=cluster,
+            node=node,
+            secrets=secrets,
+            schema=machine.SCHEMA,
+            machine=machine.OrderMachine(),
+        )
+        self.runtime = self.process.runtime
+        self.limits = cluster.limits
+        self.inflight: dict[str, tuple[PurchaseRequest, asyncio.Future[PurchaseReply]]] = {}
+        self.process.background.append(self._recovery_loop)
+
+    def app(self) -> ASGIApp:
+        internal = self.process.internal
+        routes: list[BaseRoute] = [
+            Route("/orders", internal(self._orders), methods=["GET"]),
+            Route("/orders/{id}", internal(self._order), methods=["GET"]),
+            Route("/internal/purchase", internal(self._purchase), methods=["POST"]),
+        ]
+        return self.process.app(routes)
+
+    # ---------------------------------------------------------------- reads
+
+    async def _orders(self, request: Request) -> Response:
+        self.runtime.readable()
+        limit = page_limit(
+            request.query_params.get("limit"),
+            self.limits.page_limit_default,
+            self.limits.page_limit_max,
+        )
+        page = machine.read_page(
+            self.process.store.reader, limit, request.query_params.get("after")
+        )
+        if page is None:
+            raise InvalidRequest("`after` names no order")
+        orders, next_id = page
+        return json_response(OrderPage(data=orders, next=next_id))
+
+    async def _order(self, request: Request) -> Response:
+        self.runtime.readable()
+        order = machine.read_order(self.process.store.reader, request.path_params["id"])
+        if order is None:
+            raise NotFound("no such order")
+        return json_response(OrderData(data=order))
+
+    # ---------------------------------------------------------------- purchases
+
+    async def _purchase(self, request: Request) -> Response:
+        purchase = await decode_body(request, PurchaseRequest, self.limits.request_bytes_max)
+        return json_response(await self.purchase(purchase))
+
+    async def purchase(self, request: PurchaseRequest) -> PurchaseReply:
+        """Run (or join) the purchase under `request.idempotency_key`.
+
+        Raises: NotPrimary, Unavailable.
+        """
+        running = self.inflight.get(request.idempotency_key)
+        if running is not None:
+            first, future = running
+            if (first.book_id, first.quantity) != (request.book_id, request.quantity):
+                return PurchaseReply(status="key_reused")
+            reply = await asyncio.shield(future)
+            return PurchaseReply(
+                status=reply.status, order=reply.order, replayed=True, title=reply.title
+            )
+        future = asyncio.get_running_loop().create_future()
+        self.inflight[request.idempotency_key] = (request, future)
+        try:
+            reply = await self._run(request)
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # the waiters, if any, re-raise it; none is also fine
+            raise
+        finally:
+            del self.inflight[request.idempotency_key]
+        future.set_result(reply)
+        return reply
+
+    async def _run(self, request: PurchaseRequest) -> PurchaseReply:
+        begin: BeginResult = await self.runtime.submit(
+            BeginPurchase(
+                idempotency_key=request.idempotency_key,
+                book_id=request.book_id,
+                quantity=request.quantity,
+                created_at=now_rfc3339(),
+            )
+        )
+        if begin.status == "key_reused":
+            return PurchaseReply(status="key_reused")
+        if begin.status == "completed":
+            return PurchaseReply(status="completed", order=begin.order, replayed=True)
+        if begin.status == "out_of_stock":
+            return PurchaseReply(status="out_of_stock", replayed=True)
+        sale = await self._sell(request)
+        if sale.status == "key_reused":
+            return PurchaseReply(status="key_reused")
+        finish: FinishResult = await self.runtime.submit(
+            FinishPurchase(
+                idempotency_key=request.idempotency_key,
+                outcome=sale.status,
+                unit_cost_cents=sale.unit_cost_cents,
+                order_id=uuid.uuid4().hex,
+            )
+        )
+        if finish.status == "completed":
+            log.info("bought book %s", sale.title)
+        return PurchaseReply(status=finish.status, order=finish.order, title=sale.title)
+
+    async def _sell(self, request: PurchaseRequest) -> SaleResult:
+        """The catalog sale under the same key (it deduplicates, so retrying is safe).
+
+        Raises: Unavailable (outcome unknown; the purchase stays pending).
+        """
+        view = self.runtime.view_of("catalog")
+        sell = Sell(
+            idempotency_key=request.idempotency_key,
+            book_id=request.book_id,
+            quantity=request.quantity,
+        )
+        try:
+            return await self.process.transport.call(
+                "POST",
+                view.url_of(view.primary) + "/internal/sell",
+                SaleResult,
+                body=sell,
+                timeout_ms=self.limits.write_timeout_ms - 1000,
+            )
+        except (TransportError, NotPrimary, Unavailable) as error:
+            raise Unavailable(f"the catalog could not take the sale: {error}") from None
+
+    async def _recovery_loop(self) -> None:
+        """Finish purchases left pending (crash, unreachable catalog), on the primary only."""
+        while True:
+            await asyncio.sleep(self.limits.recovery_interval_ms / 1000)
+            if self.runtime.core.role != "primary":
+                continue
+            pending = machine.pending_purchases(
+                self.process.store.reader, self.limits.batch_commands_max
+            )
+            for begin in pending:
+                if begin.idempotency_key in self.inflight:
+                    continue
+                request = PurchaseRequest(
+                    idempotency_key=begin.idempotency_key,
+                    book_id=begin.book_id,
+                    quantity=begin.quantity,
+                )
+                try:
+                    await self.purchase(request)
+                except BazarError as error:
+                    log.info("recovery of %s deferred: %s", begin.idempotency_key, error.message)
+                    break

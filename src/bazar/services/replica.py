@@ -1,0 +1,110 @@
+"""What every replica process has, whatever its tier: the replication routes (append,
+heartbeat, commit point), the secret check, the store and runtime lifecycle, and decoding of
+internal request bodies. The catalog and order services add their own routes on top.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
+
+from bazar.config import Cluster, Node, Secrets
+from bazar.errors import InvalidRequest
+from bazar.http_app import build_app, json_response, read_body, require_token
+from bazar.runtime import ReplicaRuntime
+from bazar.storage import Machine, Store
+from bazar.transport import Transport
+from bazar.wire import Append, Heartbeat
+
+T = TypeVar("T")
+Handler = Callable[[Request], Awaitable[Response]]
+
+log = logging.getLogger("bazar.replica")
+
+
+async def decode_body(request: Request, kind: type[T], limit_bytes: int) -> T:
+    """Raises: InvalidRequest, PayloadTooLarge."""
+    body = await read_body(request, limit_bytes)
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.DecodeError as error:
+        raise InvalidRequest(f"bad {kind.__name__}: {error}") from None
+
+
+class ReplicaProcess:
+    """The parts of one replica process, built by `cli.py` and served by uvicorn."""
+
+    def __init__(
+        self,
+        *,
+        cluster: Cluster,
+        node: Node,
+        secrets: Secrets,
+        schema: str,
+        machine: Machine[Any, Any],
+    ) -> None:
+        self.cluster = cluster
+        self.node = node
+        self.secret = secrets.cluster_secret
+        self.limits = cluster.limits
+        path = Path(cluster.data_dir) / node.name / f"{node.tier}.sqlite3"
+        self.store = Store(path, schema, machine.tables)
+        self.transport = Transport(self.secret)
+        self.runtime: ReplicaRuntime[Any, Any] = ReplicaRuntime(
+            cluster=cluster, node=node, store=self.store, machine=machine, transport=self.transport
+        )
+        self.background: list[Callable[[], Awaitable[None]]] = []
+
+    def internal(self, handler: Handler) -> Handler:
+        """Wrap a handler so that it requires the cluster secret."""
+
+        async def guarded(request: Request) -> Response:
+            require_token(request, self.secret, "cluster secret")
+            return await handler(request)
+
+        return guarded
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/internal/append", self.internal(self._append), methods=["POST"]),
+            Route("/internal/heartbeat", self.internal(self._heartbeat), methods=["POST"]),
+            Route("/internal/commit", self.internal(self._commit), methods=["GET"]),
+        ]
+
+    async def _append(self, request: Request) -> Response:
+        message = await decode_body(request, Append, 64 * 1024 * 1024)
+        return json_response(await self.runtime.on_append(message))
+
+    async def _heartbeat(self, request: Request) -> Response:
+        heartbeat = await decode_body(request, Heartbeat, self.limits.request_bytes_max)
+        return json_response(await self.runtime.on_heartbeat(heartbeat))
+
+    async def _commit(self, request: Request) -> Response:
+        return json_response(self.runtime.commit_point())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.transport.start()
+        await self.runtime.start()
+        for start in self.background:
+            self.runtime.spawn(start(), "background")
+        log.info("transition=start tier=%s node=%s", self.node.tier, self.node.name)
+        try:
+            yield
+        finally:
+            await self.runtime.stop()
+            await self.transport.close()
+            self.store.close()
+
+    def app(self, routes: Sequence[BaseRoute]) -> ASGIApp:
+        return build_app([*self.routes(), *routes], lifespan=self.lifespan)

@@ -1,0 +1,163 @@
+"""`bazar up`: start every process of a cluster as a child, restart crashed ones with
+backoff (unless told not to), and stop them all on SIGTERM or Ctrl-C.
+
+Children stay in the supervisor's process group, so whoever stops `bazar up` by its group
+also stops them. Each child logs to `<data-dir>/logs/<name>.log`.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from bazar.config import Cluster, Node
+
+POLL_S = 0.1
+BACKOFF_FIRST_S = 0.2
+BACKOFF_MAX_S = 5.0
+STABLE_S = 10.0
+STOP_GRACE_S = 5.0
+START_DEADLINE_S = 30.0
+
+
+@dataclass(slots=True)
+class Child:
+    node: Node
+    command: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    backoff_s: float = BACKOFF_FIRST_S
+    restart_at: float | None = None
+    restarts: int = 0
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def _listening(node: Node) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((node.host, node.port)) == 0
+
+
+class Supervisor:
+    def __init__(self, cluster: Cluster, cluster_file: Path, *, restart: bool) -> None:
+        self.cluster = cluster
+        self.restart = restart
+        self.stopping = False
+        logs = Path(cluster.data_dir) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        replicas = [*cluster.catalog, *cluster.order]
+        self.children = [
+            Child(
+                node=node,
+                command=[
+                    sys.executable,
+                    "-m",
+                    "bazar",
+                    "serve",
+                    node.tier,
+                    "--config",
+                    str(cluster_file),
+                    "--name",
+                    node.name,
+                ],
+                log_path=logs / f"{node.name}.log",
+            )
+            for node in [*replicas, cluster.frontend]
+        ]
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def start_all(self) -> bool:
+        """Start every child and wait until each listens. False if one died on the way."""
+        for child in self.children:
+            child.start()
+        deadline = time.monotonic() + START_DEADLINE_S
+        while time.monotonic() < deadline and not self.stopping:
+            if any(not child.alive() for child in self.children):
+                return False
+            if all(_listening(child.node) for child in self.children):
+                return True
+            time.sleep(POLL_S)
+        return False
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        if not self.start_all():
+            self.stop_all()
+            return 1
+        self.print_table()
+        while not self.stopping:
+            self.tick(time.monotonic())
+            time.sleep(POLL_S)
+        self.stop_all()
+        return 0
+
+    def tick(self, now: float) -> None:
+        for child in self.children:
+            if child.alive():
+                if now - child.started_at > STABLE_S:
+                    child.backoff_s = BACKOFF_FIRST_S
+                continue
+            if not self.restart:
+                continue
+            if child.restart_at is None:
+                child.restart_at = now + child.backoff_s
+                child.backoff_s = min(child.backoff_s * 2, BACKOFF_MAX_S)
+                print(f"{child.node.name} exited; restarting in {child.restart_at - now:.1f} s")
+            elif now >= child.restart_at:
+                child.restarts += 1
+                child.start()
+
+    def stop_all(self) -> None:
+        for child in self.children:
+            if child.alive():
+                assert child.process is not None
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for child in self.children:
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+
+    def print_table(self) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="Bazar is up")
+        for column in ("process", "url", "pid", "log"):
+            table.add_column(column)
+        for child in self.children:
+            pid = str(child.process.pid) if child.process else "-"
+            table.add_row(child.node.name, child.node.url, pid, str(child.log_path))
+        console = Console()
+        console.print(table)
+        data_dir = Path(self.cluster.data_dir)
+        console.print(
+            f"store: {self.cluster.frontend.url}/   docs: {self.cluster.frontend.url}/docs"
+        )
+        console.print(f"admin token: {data_dir / 'admin.token'} (or $BAZAR_ADMIN_TOKEN)")
+        console.print("Ctrl-C stops everything.")
+        sys.stdout.flush()

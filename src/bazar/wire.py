@@ -1,0 +1,311 @@
+"""Every message on the wire, as frozen msgspec Structs: the public API, the internal
+replica routes, replication and views. Handlers receive decoded Structs, never dicts.
+
+Money is integer cents inside the system and a JSON number (`12.5`) at the public edge.
+A *version* is `(epoch, seq)`: the log position of the last write a response reflects.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+Version = tuple[int, int]
+Scalar = int | str | None
+Row = dict[str, Scalar]
+Role = Literal["primary", "backup", "none"]
+
+
+class Struct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every wire message."""
+
+
+# ---------------------------------------------------------------- public API
+
+
+class Book(Struct, frozen=True):
+    id: int
+    title: str
+    topic: str
+    stock: int
+    cost: float
+
+
+class Order(Struct, frozen=True):
+    id: str
+    book_id: int
+    quantity: int
+    unit_cost: float
+    total_cost: float
+    status: Literal["completed"]
+    created_at: str
+
+
+class ErrorDetail(Struct, frozen=True):
+    code: str
+    message: str
+
+
+class ErrorBody(Struct, frozen=True):
+    error: ErrorDetail
+
+
+class PurchaseBody(Struct, frozen=True):
+    """Optional purchase body: `item_number` (the seed's name) or `quantity`, not both."""
+
+    item_number: int | UnsetType = UNSET
+    quantity: int | UnsetType = UNSET
+
+
+class BookPatch(Struct, frozen=True):
+    """Admin update: a new cost and/or a stock change (restock or reduce)."""
+
+    cost: int | float | UnsetType = UNSET
+    stock_delta: int | UnsetType = UNSET
+
+
+class BookData(Struct, frozen=True):
+    data: Book
+
+
+class BookListData(Struct, frozen=True):
+    data: list[Book]
+
+
+class PurchaseData(Struct, frozen=True):
+    data: str
+    order: Order
+
+
+class OrderData(Struct, frozen=True):
+    data: Order
+
+
+class OrderPage(Struct, frozen=True):
+    data: list[Order]
+    next: str | None
+
+
+class HealthStatus(Struct, frozen=True):
+    status: str
+
+
+class HealthData(Struct, frozen=True):
+    data: HealthStatus
+
+
+class ReplicaInfo(Struct, frozen=True):
+    name: str
+    url: str
+    role: Literal["primary", "backup"]
+    state: Literal["in_sync", "catching_up", "down"]
+    pid: int | None
+    last_seq: int | None
+    commit_seq: int | None
+
+
+class TierInfo(Struct, frozen=True):
+    epoch: int
+    primary: str
+    replicas: list[ReplicaInfo]
+
+
+class CacheInfo(Struct, frozen=True):
+    enabled: bool
+    entries: int
+    hits: int
+    misses: int
+    invalidations: int
+
+
+class ClusterInfo(Struct, frozen=True):
+    catalog: TierInfo
+    order: TierInfo
+    cache: CacheInfo
+
+
+class ClusterData(Struct, frozen=True):
+    data: ClusterInfo
+
+
+# ---------------------------------------------------------------- internal reads
+
+
+class VersionedBook(Struct, frozen=True):
+    data: Book
+    version: Version
+
+
+class VersionedBookList(Struct, frozen=True):
+    data: list[Book]
+    version: Version
+
+
+# ---------------------------------------------------------------- replication
+
+
+class Upsert(Struct, frozen=True, tag="upsert"):
+    table: str
+    row: Row
+
+
+class Delete(Struct, frozen=True, tag="delete"):
+    table: str
+    key: int | str
+
+
+Change = Upsert | Delete
+
+
+class Entry(Struct, frozen=True):
+    """One replicated log entry: the effects of a batch of commands, as row images."""
+
+    epoch: int
+    seq: int
+    changes: list[Change]
+
+
+class Append(Struct, frozen=True):
+    """Primary -> backup: entries following `(prev_epoch, prev_seq)`, and the commit point."""
+
+    epoch: int
+    primary: str
+    prev_seq: int
+    prev_epoch: int
+    entries: list[Entry]
+    commit_seq: int
+
+
+class AppendReply(Struct, frozen=True):
+    status: Literal["ok", "gap", "stale_epoch"]
+    epoch: int
+    last_seq: int
+    commit_seq: int
+
+
+class CommitPoint(Struct, frozen=True):
+    epoch: int
+    commit_seq: int
+
+
+class Member(Struct, frozen=True):
+    name: str
+    url: str
+
+
+class View(Struct, frozen=True):
+    """A numbered configuration of one tier: who is primary, which backups are in sync."""
+
+    tier: Literal["catalog", "order"]
+    epoch: int
+    primary: str
+    backups: tuple[str, ...]
+    members: tuple[Member, ...]
+
+    def url_of(self, name: str) -> str:
+        for member in self.members:
+            if member.name == name:
+                return member.url
+        raise KeyError(name)
+
+
+class Heartbeat(Struct, frozen=True):
+    """Front end -> replica, every heartbeat: the current views of both tiers."""
+
+    views: dict[str, View]
+
+
+class ReplicaStatus(Struct, frozen=True):
+    name: str
+    tier: str
+    pid: int
+    incarnation: str
+    epoch: int
+    boot_epoch: int
+    role: Role
+    last_seq: int
+    last_epoch: int
+    commit_seq: int
+
+
+# ---------------------------------------------------------------- catalog commands
+
+
+class Sell(Struct, frozen=True, tag="sell"):
+    idempotency_key: str
+    book_id: int
+    quantity: int
+
+
+class UpdateBook(Struct, frozen=True, tag="update_book"):
+    book_id: int
+    cost_cents: int | None = None
+    stock_delta: int = 0
+
+
+CatalogCommand = Sell | UpdateBook
+
+
+class SaleResult(Struct, frozen=True):
+    status: Literal["ok", "out_of_stock", "not_found", "key_reused"]
+    unit_cost_cents: int = 0
+    title: str = ""
+
+
+class UpdateResult(Struct, frozen=True):
+    status: Literal["ok", "out_of_stock", "not_found"]
+    book: Book | None = None
+
+
+# ---------------------------------------------------------------- order commands
+
+
+class BeginPurchase(Struct, frozen=True, tag="begin_purchase"):
+    idempotency_key: str
+    book_id: int
+    quantity: int
+    created_at: str
+
+
+class FinishPurchase(Struct, frozen=True, tag="finish_purchase"):
+    idempotency_key: str
+    outcome: Literal["ok", "out_of_stock", "not_found"]
+    unit_cost_cents: int = 0
+    order_id: str = ""
+
+
+OrderCommand = BeginPurchase | FinishPurchase
+
+
+class BeginResult(Struct, frozen=True):
+    status: Literal["started", "pending", "completed", "out_of_stock", "key_reused"]
+    order: Order | None = None
+
+
+class FinishResult(Struct, frozen=True):
+    status: Literal["completed", "out_of_stock", "not_found"]
+    order: Order | None = None
+
+
+class PurchaseRequest(Struct, frozen=True):
+    """Front end -> order primary."""
+
+    idempotency_key: str
+    book_id: int
+    quantity: int
+
+
+class PurchaseReply(Struct, frozen=True):
+    status: Literal["completed", "out_of_stock", "not_found", "key_reused"]
+    order: Order | None = None
+    replayed: bool = False
+    title: str = ""
+
+
+def cents_to_cost(cents: int) -> float:
+    return cents / 100
+
+
+encode = msgspec.json.Encoder().encode

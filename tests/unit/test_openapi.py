@@ -1,0 +1,305 @@
+"""The OpenAPI document and the two HTML pages: complete, self-consistent and offline.
+
+The document is built from the wire Structs, so these tests check what a builder can get wrong:
+a missing route or method, a dangling `$ref`, an error without `ErrorBody`, a constraint that
+differs from the limits the server enforces, an example the server could never send. The pages
+must ship as package data and load nothing from another host (the docs work offline).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import msgspec
+import orjson
+import pytest
+
+from bazar import openapi, pages, wire
+from bazar.config import LIMITS
+
+Json = dict[str, object]
+
+ROUTES: dict[str, set[str]] = {
+    "/search/{topic}": {"get"},
+    "/info/{id}": {"get"},
+    "/info": {"get"},
+    "/purchase/{id}": {"put", "post"},
+    "/orders/{id}": {"get"},
+    "/orders": {"get"},
+    "/books/{id}": {"patch"},
+    "/health": {"get"},
+    "/cluster": {"get"},
+    "/metrics": {"get"},
+    "/openapi.json": {"get"},
+    "/docs": {"get"},
+    "/": {"get"},
+}
+HTTP_METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
+
+RESPONSE_STRUCTS: tuple[type[wire.Struct], ...] = (
+    wire.Book,
+    wire.Order,
+    wire.ErrorBody,
+    wire.ErrorDetail,
+    wire.BookData,
+    wire.BookListData,
+    wire.PurchaseData,
+    wire.OrderData,
+    wire.OrderPage,
+    wire.HealthData,
+    wire.HealthStatus,
+    wire.ClusterData,
+    wire.ClusterInfo,
+    wire.TierInfo,
+    wire.ReplicaInfo,
+    wire.CacheInfo,
+)
+
+OK_STRUCTS: dict[str, type[wire.Struct]] = {
+    struct.__name__: struct
+    for struct in (
+        wire.BookData,
+        wire.BookListData,
+        wire.PurchaseData,
+        wire.OrderData,
+        wire.OrderPage,
+        wire.HealthData,
+        wire.ClusterData,
+    )
+}
+
+
+@pytest.fixture(scope="module")
+def document() -> Json:
+    # Through JSON and back: the tests see exactly what a client of /openapi.json sees.
+    decoded = orjson.loads(openapi.openapi_json())
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+def as_dict(value: object) -> Json:
+    assert isinstance(value, dict), value
+    return value
+
+
+def operations(document: Json) -> Iterator[tuple[str, str, Json]]:
+    for path, item in as_dict(document["paths"]).items():
+        for method, operation in as_dict(item).items():
+            if method in HTTP_METHODS:
+                yield path, method, as_dict(operation)
+
+
+def parameters(operation: Json) -> list[Json]:
+    entries = operation.get("parameters", [])
+    assert isinstance(entries, list)
+    return [as_dict(entry) for entry in entries]
+
+
+def walk(node: object) -> Iterator[Json]:
+    """Every dict inside a JSON value, depth first."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk(value)
+
+
+def resolve(document: Json, ref: str) -> object:
+    assert ref.startswith("#/"), ref
+    node: object = document
+    for part in ref[2:].split("/"):
+        key = part.replace("~1", "/").replace("~0", "~")
+        node = as_dict(node)[key]
+    return node
+
+
+def parameter(operation: Json, name: str) -> Json:
+    for entry in parameters(operation):
+        if entry["name"] == name:
+            return entry
+    raise AssertionError(f"no parameter {name}")
+
+
+def test_document_is_openapi_3_1(document: Json) -> None:
+    assert document["openapi"] == "3.1.0"
+    info = as_dict(document["info"])
+    assert info["title"] == "Bazar"
+    assert info["version"]
+
+
+def test_document_has_every_public_route_with_its_methods(document: Json) -> None:
+    paths = as_dict(document["paths"])
+    assert set(paths) == set(ROUTES)
+    for path, methods in ROUTES.items():
+        assert set(as_dict(paths[path])) & HTTP_METHODS == methods, path
+
+
+def test_every_operation_has_a_unique_id_a_summary_and_a_200(document: Json) -> None:
+    ids = [operation["operationId"] for _, _, operation in operations(document)]
+    assert len(ids) == len(set(ids)) == sum(len(methods) for methods in ROUTES.values())
+    for path, method, operation in operations(document):
+        assert operation["summary"], (path, method)
+        assert "200" in as_dict(operation["responses"]), (path, method)
+
+
+def test_every_path_template_variable_is_a_required_path_parameter(document: Json) -> None:
+    for path, method, operation in operations(document):
+        declared = {
+            entry["name"]
+            for entry in parameters(operation)
+            if entry["in"] == "path" and entry["required"] is True
+        }
+        assert declared == set(re.findall(r"\{(\w+)\}", path)), (path, method)
+
+
+def test_every_ref_resolves_to_a_component(document: Json) -> None:
+    refs = [node["$ref"] for node in walk(document) if "$ref" in node]
+    assert refs
+    for ref in refs:
+        assert isinstance(ref, str)
+        assert ref.startswith("#/components/"), ref
+        assert isinstance(resolve(document, ref), dict), ref
+
+
+def test_every_response_struct_is_a_component(document: Json) -> None:
+    schemas = as_dict(as_dict(document["components"])["schemas"])
+    request_structs: tuple[type[wire.Struct], ...] = (wire.PurchaseBody, wire.BookPatch)
+    for struct in RESPONSE_STRUCTS + request_structs:
+        assert struct.__name__ in schemas, struct.__name__
+
+
+def test_every_error_response_is_an_error_body(document: Json) -> None:
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, _, operation in operations(document):
+        for status, response in as_dict(operation["responses"]).items():
+            if int(status) < 400:
+                continue
+            content = as_dict(as_dict(response)["content"])
+            assert as_dict(content["application/json"])["schema"] == error_ref, (path, status)
+
+
+def test_error_examples_decode_as_error_body_with_a_known_code(document: Json) -> None:
+    known = {code for code, _, _ in openapi.ERROR_EXAMPLES}
+    for _, _, operation in operations(document):
+        for status, response in as_dict(operation["responses"]).items():
+            if int(status) < 400:
+                continue
+            media = as_dict(as_dict(as_dict(response)["content"])["application/json"])
+            for name, example in as_dict(media["examples"]).items():
+                body = msgspec.json.decode(
+                    orjson.dumps(as_dict(example)["value"]), type=wire.ErrorBody
+                )
+                assert body.error.code == name
+                assert name in known
+
+
+def test_success_examples_decode_as_their_wire_struct(document: Json) -> None:
+    checked = set()
+    for path, _, operation in operations(document):
+        ok = as_dict(as_dict(operation["responses"])["200"])
+        media = as_dict(ok["content"]).get("application/json")
+        if media is None or "$ref" not in as_dict(as_dict(media)["schema"]):
+            continue
+        ref = as_dict(as_dict(media)["schema"])["$ref"]
+        assert isinstance(ref, str)
+        struct = OK_STRUCTS[ref.rsplit("/", 1)[1]]
+        msgspec.json.decode(orjson.dumps(as_dict(media)["example"]), type=struct)
+        checked.add(path)
+    assert {"/info/{id}", "/purchase/{id}", "/orders", "/cluster", "/health"} <= checked
+
+
+def test_parameters_carry_the_limits_the_server_enforces(document: Json) -> None:
+    paths = as_dict(document["paths"])
+    topic = as_dict(parameter(as_dict(as_dict(paths["/search/{topic}"])["get"]), "topic")["schema"])
+    assert (topic["minLength"], topic["maxLength"]) == (1, LIMITS.topic_chars_max)
+    book_id = as_dict(parameter(as_dict(as_dict(paths["/info/{id}"])["get"]), "id")["schema"])
+    assert (book_id["type"], book_id["minimum"], book_id["maximum"]) == ("integer", 1, 2**63 - 1)
+    listing = as_dict(as_dict(paths["/orders"])["get"])
+    limit = as_dict(parameter(listing, "limit")["schema"])
+    assert (limit["minimum"], limit["maximum"]) == (1, LIMITS.page_limit_max)
+    assert limit["default"] == LIMITS.page_limit_default
+    assert parameter(listing, "after")["in"] == "query"
+    for method in ("put", "post"):
+        purchase = as_dict(as_dict(paths["/purchase/{id}"])[method])
+        key = parameter(purchase, "Idempotency-Key")
+        assert key["in"] == "header"
+        key_schema = as_dict(key["schema"])
+        assert (key_schema["minLength"], key_schema["maxLength"]) == (1, 255)
+
+
+def test_purchase_takes_json_or_form_and_answers_every_documented_status(document: Json) -> None:
+    item = as_dict(as_dict(document["paths"])["/purchase/{id}"])
+    for method in ("put", "post"):
+        operation = as_dict(item[method])
+        content = as_dict(as_dict(operation["requestBody"])["content"])
+        assert set(content) == {"application/json", "application/x-www-form-urlencoded"}
+        assert as_dict(content["application/json"])["schema"] == {
+            "$ref": "#/components/schemas/PurchaseBody"
+        }
+        responses = as_dict(operation["responses"])
+        assert set(responses) >= {"200", "404", "409", "413", "415", "422", "503"}
+        conflict = as_dict(as_dict(as_dict(responses["409"])["content"])["application/json"])
+        assert set(as_dict(conflict["examples"])) == {"out_of_stock", "idempotency_key_in_use"}
+        assert "Retry-After" in as_dict(as_dict(responses["503"])["headers"])
+
+
+def test_quantity_is_limited_in_the_purchase_body(document: Json) -> None:
+    schemas = as_dict(as_dict(document["components"])["schemas"])
+    body = as_dict(schemas["PurchaseBody"])
+    for field in ("quantity", "item_number"):
+        quantity = as_dict(as_dict(body["properties"])[field])
+        assert (quantity["minimum"], quantity["maximum"]) == (1, LIMITS.quantity_max)
+    assert body["not"] == {"required": ["item_number", "quantity"]}
+
+
+def test_patch_book_requires_the_admin_bearer_token(document: Json) -> None:
+    operation = as_dict(as_dict(as_dict(document["paths"])["/books/{id}"])["patch"])
+    assert operation["security"] == [{"admin": []}]
+    schemes = as_dict(as_dict(document["components"])["securitySchemes"])
+    assert schemes["admin"] == {**as_dict(schemes["admin"]), "type": "http", "scheme": "bearer"}
+    assert set(as_dict(operation["responses"])) >= {"200", "401", "404", "409", "415", "422"}
+    content = as_dict(as_dict(operation["requestBody"])["content"])
+    assert set(content) == {"application/json"}
+
+
+def test_pages_and_metrics_are_not_json(document: Json) -> None:
+    paths = as_dict(document["paths"])
+    expected = {"/": "text/html", "/docs": "text/html", "/metrics": "text/plain"}
+    for path, media_type in expected.items():
+        ok = as_dict(as_dict(as_dict(as_dict(paths[path])["get"])["responses"])["200"])
+        assert set(as_dict(ok["content"])) == {media_type}
+
+
+def test_document_is_built_afresh_each_time() -> None:
+    first = openapi.openapi_document()
+    as_dict(first["paths"]).clear()
+    assert openapi.openapi_document()["paths"]
+    assert orjson.loads(openapi.openapi_json()) == openapi.openapi_document()
+
+
+@pytest.mark.parametrize("name", pages.PAGE_NAMES)
+def test_page_ships_as_package_data_and_loads_nothing_from_other_hosts(
+    name: pages.PageName,
+) -> None:
+    html = pages.page(name).decode("utf-8")
+    assert html.lstrip().lower().startswith("<!doctype html>")
+    assert "http://" not in html
+    assert "https://" not in html
+    # Protocol-relative URLs (`//cdn...`) in src/href would reach another host too.
+    assert not re.search(r"""(?:src|href)\s*=\s*["']//""", html)
+
+
+@pytest.mark.parametrize(("name", "route"), [("docs", "/openapi.json"), ("index", "/cluster")])
+def test_page_calls_its_api_route(name: pages.PageName, route: str) -> None:
+    assert f'"{route}"' in pages.page(name).decode("utf-8")
+
+
+def test_storefront_has_stable_test_ids() -> None:
+    html = pages.page("index").decode("utf-8")
+    for test_id in ("search-input", "book-row", "buy-button", "quantity-input", "cluster-view"):
+        assert f'"{test_id}"' in html, test_id
+    for route in ('"/info"', '"/search/"', '"/purchase/"', '"Idempotency-Key"'):
+        assert route in html, route
