@@ -1,0 +1,223 @@
+"""Real clusters on 127.0.0.1 for integration tests and benchmarks: the only launcher.
+
+`bazar up` runs in a new session (its own process group), on a free port, with its data in a
+temporary directory; waiting is `wait_until(predicate, deadline)`, never a bare sleep; stopping
+is by process group (SIGTERM, then SIGKILL). Logs are kept in the data dir for failure reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+START_DEADLINE_S = 30.0
+STOP_DEADLINE_S = 10.0
+
+
+def free_port() -> int:
+    """A port free now, with a few free ports after it (for the replicas)."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port < 60000:
+            return port
+    raise RuntimeError("no free port")
+
+
+def wait_until(predicate: Callable[[], bool], deadline_s: float, what: str) -> None:
+    """Poll `predicate` until it holds; fail with `what` after `deadline_s`."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"not within {deadline_s} s: {what}")
+
+
+class Cluster:
+    """One `bazar up` process tree."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        catalog_replicas: int = 2,
+        order_replicas: int = 2,
+        restart: bool = False,
+        catalog_file: Path | None = None,
+        no_cache: bool = False,
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.arguments = [
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(self.port),
+            "--catalog-replicas",
+            str(catalog_replicas),
+            "--order-replicas",
+            str(order_replicas),
+        ]
+        if not restart:
+            self.arguments.append("--no-restart")
+        if catalog_file is not None:
+            self.arguments += ["--catalog", str(catalog_file)]
+        if no_cache:
+            self.arguments.append("--no-cache")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> Cluster:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BAZAR_")}
+        with (self.data_dir / "up.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bazar", "up", *self.arguments],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+            )
+        try:
+            wait_until(self.healthy, START_DEADLINE_S, f"cluster at {self.url} healthy")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"bazar up exited early:\n{self.logs()}")
+        status, _, _ = self.request("GET", "/health")
+        return status == 200
+
+    def stop(self) -> None:
+        """SIGTERM the whole process group, then SIGKILL what is left."""
+        process = self.process
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=STOP_DEADLINE_S)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        self.process = None
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def logs(self) -> str:
+        parts = []
+        for path in sorted(self.data_dir.glob("*.log")) + sorted(self.data_dir.glob("logs/*.log")):
+            parts.append(f"===== {path.name}\n{path.read_text(errors='replace')[-4000:]}")
+        return "\n".join(parts)
+
+    # ---------------------------------------------------------------- secrets and requests
+
+    @property
+    def secret(self) -> str:
+        return (self.data_dir / "cluster.secret").read_text().strip()
+
+    @property
+    def admin_token(self) -> str:
+        return (self.data_dir / "admin.token").read_text().strip()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        base: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP request (status, headers with lower-case names, body); never raises on
+        an HTTP error status. Raises: OSError when nothing answers."""
+        request = urllib.request.Request(
+            (base or self.url) + path, data=body, method=method, headers=headers or {}
+        )
+        try:
+            with _opener().open(request, timeout=timeout_s) as response:
+                return response.status, _lower(response.headers.items()), response.read()
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, _lower(error.headers.items()), error.read()
+        except urllib.error.URLError:
+            return 0, {}, b""
+
+    def json(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        status, _, body = self.request(method, path, **kwargs)
+        return status, json.loads(body) if body else None
+
+    def internal(self, method: str, base: str, path: str) -> tuple[int, Any]:
+        """A call to a replica's internal route with the cluster secret."""
+        return self.json(
+            method, path, base=base, headers={"Authorization": f"Bearer {self.secret}"}
+        )
+
+    def cluster_info(self) -> dict[str, Any]:
+        status, body = self.json("GET", "/cluster")
+        assert status == 200, body
+        info: dict[str, Any] = body["data"]
+        return info
+
+    def replica_urls(self, tier: str) -> dict[str, str]:
+        return {r["name"]: r["url"] for r in self.cluster_info()[tier]["replicas"]}
+
+    def restock(self, book_id: int, delta: int) -> dict[str, Any]:
+        status, body = self.json(
+            "PATCH",
+            f"/books/{book_id}",
+            body=json.dumps({"stock_delta": delta}).encode(),
+            headers={
+                "Authorization": f"Bearer {self.admin_token}",
+                "Content-Type": "application/json",
+            },
+        )
+        assert status == 200, body
+        book: dict[str, Any] = body["data"]
+        return book
+
+
+def _lower(items: Any) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in items}
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    """No proxies (tests talk to loopback only), no redirects followed silently."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+@contextlib.contextmanager
+def running(data_dir: Path, **options: Any) -> Iterator[Cluster]:
+    cluster = Cluster(data_dir, **options)
+    with cluster:
+        yield cluster
