@@ -1,0 +1,183 @@
+"""The state machines on real SQLite files: the atomic conditional decrement, idempotency
+records, and that backups applying the row images reach the primary's exact state."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from bazar.machines import catalog, order
+from bazar.storage import Store, begin_batch, commit_batch, stage_entries
+from bazar.wire import (
+    BeginPurchase,
+    Book,
+    CatalogCommand,
+    FinishPurchase,
+    Order,
+    OrderCommand,
+    Sell,
+    UpdateBook,
+    UpdateResult,
+)
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[tuple[Store, Store]]:
+    primary = Store(tmp_path / "p" / "db", catalog.SCHEMA, catalog.TABLES)
+    backup = Store(tmp_path / "b" / "db", catalog.SCHEMA, catalog.TABLES)
+    books = catalog.load_seed(None)
+    for store in (primary, backup):
+        assert store.write_blocking(partial(catalog.seed, books=books))
+    yield primary, backup
+    primary.close()
+    backup.close()
+
+
+def run(store: Store, commands: list[CatalogCommand], seq: int) -> list[catalog.Result]:
+    entry, results = store.write_blocking(
+        partial(begin_batch, machine=catalog.CatalogMachine(), commands=commands, version=(1, seq))
+    )
+    if entry is not None:
+        store.write_blocking(commit_batch)
+    return results
+
+
+def sell(key: str, book: int, quantity: int) -> Sell:
+    return Sell(idempotency_key=key, book_id=book, quantity=quantity)
+
+
+def stock(store: Store, book_id: int) -> object:
+    row = catalog.read_book(store.reader, book_id)
+    assert row is not None
+    return row["stock"]
+
+
+def book_after(result: catalog.Result) -> Book:
+    assert isinstance(result, UpdateResult)
+    assert result.book is not None
+    return result.book
+
+
+def test_sell_decrements_only_while_stock_lasts(stores: tuple[Store, Store]) -> None:
+    primary, _ = stores
+    results = run(primary, [sell(f"k{i}", 4, 1) for i in range(5)], seq=1)
+    assert [r.status for r in results] == ["ok", "ok", "ok", "out_of_stock", "out_of_stock"]
+    assert catalog.read_book(primary.reader, 4)["stock"] == 0  # type: ignore[index]
+
+
+def test_sell_replays_the_first_result_and_refuses_other_parameters(
+    stores: tuple[Store, Store],
+) -> None:
+    primary, _ = stores
+    first = run(primary, [sell("k", 3, 4)], seq=1)[0]
+    run(primary, [UpdateBook(book_id=3, stock_delta=10)], seq=2)
+    again = run(primary, [sell("k", 3, 4)], seq=3)[0]
+    other = run(primary, [sell("k", 3, 1)], seq=4)[0]
+    assert first == again
+    assert other.status == "key_reused"
+    assert catalog.read_book(primary.reader, 3)["stock"] == 10  # type: ignore[index]
+
+
+def test_out_of_stock_is_remembered_under_its_key(stores: tuple[Store, Store]) -> None:
+    primary, _ = stores
+    assert run(primary, [sell("big", 1, 100)], seq=1)[0].status == "out_of_stock"
+    run(primary, [UpdateBook(book_id=1, stock_delta=1000)], seq=2)
+    assert run(primary, [sell("big", 1, 100)], seq=3)[0].status == "out_of_stock"
+
+
+def test_unknown_book_stores_nothing(stores: tuple[Store, Store]) -> None:
+    primary, _ = stores
+    assert run(primary, [sell("k", 99, 1)], seq=1)[0].status == "not_found"
+    assert primary.reader.execute("SELECT count(*) FROM sales").fetchone()[0] == 0
+    assert primary.load_meta().commit_seq == 0
+
+
+def test_update_cannot_take_stock_below_zero(stores: tuple[Store, Store]) -> None:
+    primary, _ = stores
+    result = run(primary, [UpdateBook(book_id=2, stock_delta=-6)], seq=1)[0]
+    assert result.status == "out_of_stock"
+    book = book_after(run(primary, [UpdateBook(book_id=2, stock_delta=-5, cost_cents=1999)], 1)[0])
+    assert (book.stock, book.cost) == (0, 19.99)
+
+
+def test_check_constraint_refuses_negative_stock(stores: tuple[Store, Store]) -> None:
+    primary, _ = stores
+
+    def corrupt(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE books SET stock = -1 WHERE id = 1")
+
+    with pytest.raises(sqlite3.IntegrityError):
+        primary.write_blocking(corrupt)
+
+
+def test_backup_applying_row_images_reaches_the_primary_state(stores: tuple[Store, Store]) -> None:
+    primary, backup = stores
+    for seq in range(1, 6):
+        run(primary, [sell(f"k{seq}", seq, 1), UpdateBook(book_id=7, stock_delta=seq)], seq=seq)
+    entries = primary.read_log(1, None)
+    assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
+    backup.write_blocking(
+        partial(
+            stage_entries,
+            tables=catalog.TABLES,
+            epoch=1,
+            truncate_from=None,
+            entries=entries,
+            apply=entries,
+            commit_seq=5,
+        )
+    )
+    dump = "SELECT * FROM books ORDER BY id"
+    sales = "SELECT * FROM sales ORDER BY idempotency_key"
+    for query in (dump, sales):
+        assert [tuple(r) for r in primary.reader.execute(query)] == [
+            tuple(r) for r in backup.reader.execute(query)
+        ]
+    assert backup.load_meta().commit_seq == 5
+
+
+def test_open_batch_is_invisible_to_readers_until_commit(stores: tuple[Store, Store]) -> None:
+    primary, _ = stores
+    entry, _ = primary.write_blocking(
+        partial(
+            begin_batch,
+            machine=catalog.CatalogMachine(),
+            commands=[sell("k", 1, 1)],
+            version=(1, 1),
+        )
+    )
+    assert entry is not None
+    assert catalog.read_book(primary.reader, 1)["stock"] == 6  # type: ignore[index]
+    primary.write_blocking(commit_batch)
+    assert catalog.read_book(primary.reader, 1)["stock"] == 5  # type: ignore[index]
+
+
+def test_order_purchase_lifecycle(tmp_path: Path) -> None:
+    store = Store(tmp_path / "o" / "db", order.SCHEMA, order.TABLES)
+    machine = order.OrderMachine()
+
+    def step(command: OrderCommand, seq: int) -> order.Result:
+        entry, results = store.write_blocking(
+            partial(begin_batch, machine=machine, commands=[command], version=(1, seq))
+        )
+        if entry is not None:
+            store.write_blocking(commit_batch)
+        return results[0]
+
+    begin = BeginPurchase(idempotency_key="k", book_id=1, quantity=2, created_at="t")
+    assert step(begin, 1).status == "started"
+    assert step(begin, 2).status == "pending"
+    assert [p.idempotency_key for p in order.pending_purchases(store.reader, 10)] == ["k"]
+    finish = FinishPurchase(idempotency_key="k", outcome="ok", unit_cost_cents=1050, order_id="o1")
+    done = step(finish, 2).order
+    assert isinstance(done, Order)
+    assert done.total_cost == 21.0
+    assert step(begin, 3).status == "completed"
+    assert order.pending_purchases(store.reader, 10) == []
+    assert order.read_page(store.reader, 10, None) == ([done], None)
+    assert order.read_page(store.reader, 10, "nope") is None
+    store.close()
