@@ -47,6 +47,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     write_timeout_ms: int = 5000
     replicate_timeout_ms: int = 500
     replicate_retry_ms: int = 50
+    commit_notice_delay_ms: int = 2
     heartbeat_ms: int = 200
     heartbeat_timeout_ms: int = 300
     batch_commands_max: int = 512

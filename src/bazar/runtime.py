@@ -262,8 +262,11 @@ class ReplicaRuntime(Generic[C, R]):
         return [*older, entry], prev_epoch
 
     async def _notify_commit(self) -> None:
-        """Tell idle backups the commit point, so their reads need not ask us."""
-        if self.core.role != "primary":
+        """Tell idle backups the commit point, so their reads need not ask us. Under load the
+        next Append carries it, so the notice waits a moment and gives way to a newer batch."""
+        commit_seq = self.core.commit_seq
+        await asyncio.sleep(self.limits.commit_notice_delay_ms / 1000)
+        if self.core.role != "primary" or self.core.commit_seq != commit_seq or self._queue:
             return
         message = self.core.heartbeat_append()
         view = self.view_of(self.node.tier)
