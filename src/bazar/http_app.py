@@ -110,7 +110,8 @@ class EdgeMiddleware:
 def _request_id(scope: Scope) -> bytes:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            if 0 < len(value) <= REQUEST_ID_CHARS_MAX and value.isascii() and value.isprintable():
+            text = value.decode("latin-1")
+            if 0 < len(text) <= REQUEST_ID_CHARS_MAX and text.isascii() and text.isprintable():
                 return bytes(value)
             break
     return uuid.uuid4().hex.encode()

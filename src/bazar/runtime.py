@@ -335,6 +335,9 @@ class ReplicaRuntime(Generic[C, R]):
         dirty = self.core.dirty(self.store.tables, table)
         if not dirty or (keys is not None and not (dirty & keys)):
             return []
+        # Taken before the wait: the caller read its rows before it, and the entries may be
+        # applied (and leave `staged`) while we wait for the primary.
+        staged = self.core.committed_overlay(self.core.last_seq)
         view = self.view_of(self.node.tier)
         try:
             point = await self.transport.call(
@@ -345,4 +348,4 @@ class ReplicaRuntime(Generic[C, R]):
             )
         except (TransportError, NotPrimary) as error:
             raise Unavailable(f"cannot check a pending write with the primary: {error}") from None
-        return self.core.committed_overlay(point.commit_seq)
+        return [entry for entry in staged if entry.seq <= point.commit_seq]
