@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,15 +26,25 @@ START_DEADLINE_S = 30.0
 STOP_DEADLINE_S = 10.0
 
 
-def free_port() -> int:
-    """A port free now, with a few free ports after it (for the replicas)."""
-    for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port < 60000:
+def free_port(span: int = 12) -> int:
+    """A port with `span - 1` free ports after it (for the replicas), below the kernel's
+    ephemeral range, so that no outgoing connection takes one before a replica binds it."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        if all(_bindable(candidate) for candidate in range(port, port + span)):
             return port
-    raise RuntimeError("no free port")
+    raise RuntimeError("no free port range")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_until(predicate: Callable[[], bool], deadline_s: float, what: str) -> None:
