@@ -103,7 +103,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         if not self.start_all():
             self.stop_all()
-            return 1
+            return 0 if self.stopping else 1
         self.print_table()
         while not self.stopping:
             self.tick(time.monotonic())
