@@ -37,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--catalog-replicas", type=int, default=2)
     up.add_argument("--order-replicas", type=int, default=2)
     up.add_argument("--no-restart", action="store_true")
-    up.add_argument("--no-cache", action="store_true")
+    up.add_argument("--no-cache", action="store_true", help="serve every read from a replica")
+    up.add_argument("--cache-entries", type=int, default=10_000, help="cache size bound")
+    up.add_argument("--cache-ttl-ms", type=int, default=60_000, help="cache entry lifetime")
+    up.add_argument("--test-hooks", action="store_true", help=argparse.SUPPRESS)
     up.add_argument("--catalog", default=None, help="initial catalog (JSON or TOML)")
 
     serve = commands.add_parser("serve", help="run one process of a cluster")
@@ -86,6 +89,9 @@ def _up(args: argparse.Namespace) -> int:
         order_replicas=args.order_replicas,
         catalog_file=args.catalog,
         cache_enabled=not args.no_cache,
+        cache_entries_max=args.cache_entries,
+        cache_ttl_ms=args.cache_ttl_ms,
+        test_hooks=args.test_hooks,
     )
     load_secrets(data_dir, os.environ)
     cluster_file = data_dir / CLUSTER_FILE

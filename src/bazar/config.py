@@ -53,6 +53,8 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     batch_commands_max: int = 512
     inflight_commands_max: int = 10_000
     recovery_interval_ms: int = 1000
+    invalidate_attempts_max: int = 5
+    test_read_delay_ms_max: int = 10_000
     catch_up_entries_max: int = 1000
     retry_after_s: int = 1
 
@@ -87,6 +89,9 @@ class Cluster(
     order: tuple[Node, ...]
     catalog_file: str | None = None
     cache_enabled: bool = True
+    cache_entries_max: int = 10_000
+    cache_ttl_ms: int = 60_000
+    test_hooks: bool = False
     limits: Limits = LIMITS
 
     def replicas(self, tier: ReplicatedTier) -> tuple[Node, ...]:
@@ -130,6 +135,9 @@ def plan_cluster(
     order_replicas: int,
     catalog_file: str | None,
     cache_enabled: bool = True,
+    cache_entries_max: int = 10_000,
+    cache_ttl_ms: int = 60_000,
+    test_hooks: bool = False,
 ) -> Cluster:
     """Lay out ports: the seed's defaults on the default port, else the next free ports."""
     assert catalog_replicas >= 1
@@ -160,6 +168,9 @@ def plan_cluster(
         order=tier_nodes("order", order_replicas),
         catalog_file=str(Path(catalog_file).resolve()) if catalog_file else None,
         cache_enabled=cache_enabled,
+        cache_entries_max=cache_entries_max,
+        cache_ttl_ms=cache_ttl_ms,
+        test_hooks=test_hooks,
     )
 
 

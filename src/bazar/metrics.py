@@ -7,10 +7,15 @@ status class; latency is a histogram per route.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bazar.core.cache import Cache
 
 ROUTES = frozenset(
     {
@@ -53,6 +58,9 @@ class Metrics:
             registry=self.registry,
         )
 
+    def watch_cache(self, cache: Cache) -> None:
+        self.registry.register(CacheCollector(cache))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -78,3 +86,25 @@ class Metrics:
                 self.latency.labels(route).observe(time.perf_counter() - started)
 
         return measured
+
+
+class CacheCollector(Collector):
+    """Reads the cache's counters at scrape time: nothing to update on the hot path."""
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        cache = self.cache
+        yield GaugeMetricFamily(
+            "bazar_cache_entries", "Cached responses.", value=len(cache.entries)
+        )
+        for name, value, text in (
+            ("hits", cache.hits, "Reads answered from the cache."),
+            ("misses", cache.misses, "Reads that went to a replica."),
+            ("invalidations", cache.invalidations, "Invalidations received."),
+            ("rejected_fills", cache.rejected_fills, "Late fills refused by the version rule."),
+            ("evictions", cache.evictions, "Entries evicted by the size bound."),
+            ("expirations", cache.expirations, "Entries expired by the TTL."),
+        ):
+            yield CounterMetricFamily(f"bazar_cache_{name}", text, value=value)

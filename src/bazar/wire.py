@@ -118,6 +118,7 @@ class CacheInfo(Struct, frozen=True):
     hits: int
     misses: int
     invalidations: int
+    rejected_fills: int
 
 
 class ClusterInfo(Struct, frozen=True):
@@ -141,6 +142,29 @@ class VersionedBook(Struct, frozen=True):
 class VersionedBookList(Struct, frozen=True):
     data: list[Book]
     version: Version
+
+
+class Invalidate(Struct, frozen=True):
+    """Catalog primary -> front end, before a write is acknowledged: these books changed."""
+
+    books: tuple[int, ...]
+    version: Version
+
+
+class InvalidateReply(Struct, frozen=True):
+    dropped: int
+
+
+class ReadDelay(Struct, frozen=True):
+    """Test hook (only with `--test-hooks`): delay the next `count` reads of a book."""
+
+    book_id: int
+    delay_ms: int
+    count: int = 1
+
+
+class ReadDelayState(Struct, frozen=True):
+    waiting: int
 
 
 # ---------------------------------------------------------------- replication

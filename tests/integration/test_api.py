@@ -13,18 +13,24 @@ right after writes are checked on their own (`test_reads_after_acknowledged_writ
 from __future__ import annotations
 
 import datetime
-import http.client
 import json
 import os
 import stat
 import uuid
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
 
 from bazar.testing.cluster import Cluster, wait_until
+from bazar.testing.probe import (
+    Reply,
+    assert_error,
+    raw_request,
+    settled_snapshot,
+    snapshot,
+)
 
 JSON_TYPE = {"Content-Type": "application/json"}
 BOOK_KEYS = {"id", "title", "topic", "stock", "cost"}
@@ -44,16 +50,6 @@ UNDERGRADUATE = [3, 4, 6, 7]
 
 
 # ---------------------------------------------------------------- helpers
-
-
-class Reply(NamedTuple):
-    status: int
-    headers: dict[str, str]
-    raw: bytes
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.raw)
 
 
 def call(
@@ -80,66 +76,6 @@ def send_json(
         body=json.dumps(value).encode(),
         headers={**JSON_TYPE, **(headers or {})},
     )
-
-
-def raw_request(
-    url: str,
-    method: str,
-    path: str,
-    headers: list[tuple[str, str | bytes]] | None = None,
-    body: bytes | None = None,
-    *,
-    chunked: bool = False,
-) -> Reply:
-    """One request through http.client, with exactly the given headers (plus Host and the
-    body's framing): no Content-Type is added, a chunked body has no Content-Length."""
-    parts = urlsplit(url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    try:
-        connection.putrequest(method, path, skip_accept_encoding=True)
-        for name, value in headers or []:
-            connection.putheader(name, value)
-        if chunked:
-            connection.putheader("Transfer-Encoding", "chunked")
-        elif body is not None:
-            connection.putheader("Content-Length", str(len(body)))
-        connection.endheaders()
-        if body is not None:
-            try:
-                if chunked:
-                    for start in range(0, len(body), 8192):
-                        piece = body[start : start + 8192]
-                        connection.send(b"%x\r\n%s\r\n" % (len(piece), piece))
-                    connection.send(b"0\r\n\r\n")
-                else:
-                    connection.send(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the server may answer (413) before it has read the whole body
-        response = connection.getresponse()
-        with response:
-            return Reply(
-                response.status,
-                {name.lower(): value for name, value in response.getheaders()},
-                response.read(),
-            )
-    finally:
-        connection.close()
-
-
-def assert_error(reply: Reply, status: int, code: str) -> None:
-    """`reply` is exactly `{"error": {"code": code, "message": <text>}}` with `status`."""
-    assert reply.status == status, (reply.status, reply.raw[:300])
-    assert reply.headers.get("content-type", "").startswith("application/json"), reply.headers
-    body = reply.json
-    assert isinstance(body, dict), body
-    assert set(body) == {"error"}, body
-    assert isinstance(body["error"], dict), body
-    assert set(body["error"]) == {"code", "message"}, body
-    assert body["error"]["code"] == code, body
-    assert isinstance(body["error"]["message"], str), body
-    assert body["error"]["message"].strip(), body
 
 
 def assert_book_shape(book: Any) -> None:
@@ -235,41 +171,6 @@ def all_orders(cluster: Cluster) -> list[dict[str, Any]]:
     assert reply.json["next"] is None, "more than 1000 orders in one test module"
     orders: list[dict[str, Any]] = reply.json["data"]
     return orders
-
-
-def snapshot(cluster: Cluster, strict: bool = True) -> dict[str, Any]:
-    """The committed state of every replica, read with the cluster secret. Not `strict`: a
-    replica that does not serve reads (yet) is recorded as its error instead."""
-    info = cluster.cluster_info()
-    state: dict[str, Any] = {}
-    reads = [(r, "/books") for r in info["catalog"]["replicas"]]
-    reads += [(r, "/orders?limit=1000") for r in info["order"]["replicas"]]
-    for replica, path in reads:
-        status, body = cluster.internal("GET", replica["url"], path)
-        assert status == 200 or not strict, (replica["name"], status, body)
-        state[replica["name"]] = body if status != 200 else body["data"]
-        if path.startswith("/orders") and status == 200:
-            assert body["next"] is None, "more than 1000 orders in one test module"
-    return state
-
-
-def settled_snapshot(cluster: Cluster) -> dict[str, Any]:
-    """`snapshot` once every replica serves reads and the replicas of each tier agree
-    (quiescence, SPEC §3.3)."""
-    taken: list[dict[str, Any]] = []
-
-    def agree() -> bool:
-        state = snapshot(cluster, strict=False)
-        taken[:] = [state]
-        if any(isinstance(value, dict) for value in state.values()):
-            return False  # an error body: a replica that does not serve reads yet
-        return all(
-            len({json.dumps(v, sort_keys=True) for k, v in state.items() if k.startswith(t)}) == 1
-            for t in ("catalog", "order")
-        )
-
-    wait_until(agree, 10.0, "replicas of each tier serve reads and hold the same state")
-    return taken[0]
 
 
 # ---------------------------------------------------------------- search

@@ -10,28 +10,21 @@ row says (no Content-Type added, chunked bodies without Content-Length, raw head
 
 from __future__ import annotations
 
-import http.client
-import json
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
-from urllib.parse import urlsplit
+from typing import Literal
 
 import pytest
 
-from bazar.testing.cluster import Cluster, wait_until
+from bazar.testing.cluster import Cluster
+from bazar.testing.probe import assert_error, raw_request, settled_snapshot, snapshot
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 BODY_MAX = 64 * 1024
 KEY = "Idempotency-Key"
+REPLICAS = 4  # the 2+2 cluster of tests/conftest.py
 
 Auth = Literal["none", "admin", "wrong"]
-
-
-class Reply(NamedTuple):
-    status: int
-    headers: dict[str, str]
-    raw: bytes
 
 
 @dataclass(frozen=True)
@@ -253,85 +246,6 @@ assert len({case.id for case in CASES}) == len(CASES), "case ids are unique"
 # ---------------------------------------------------------------- helpers
 
 
-def send(
-    url: str,
-    method: str,
-    path: str,
-    headers: list[tuple[str, str | bytes]],
-    body: bytes | None,
-    chunked: bool,
-) -> Reply:
-    parts = urlsplit(url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    try:
-        connection.putrequest(method, path, skip_accept_encoding=True)
-        for name, value in headers:
-            connection.putheader(name, value)
-        if chunked:
-            connection.putheader("Transfer-Encoding", "chunked")
-        elif body is not None:
-            connection.putheader("Content-Length", str(len(body)))
-        connection.endheaders()
-        if body is not None:
-            try:
-                if chunked:
-                    for start in range(0, len(body), 8192):
-                        piece = body[start : start + 8192]
-                        connection.send(b"%x\r\n%s\r\n" % (len(piece), piece))
-                    connection.send(b"0\r\n\r\n")
-                else:
-                    connection.send(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the server may answer (413) before it has read the whole body
-        response = connection.getresponse()
-        with response:
-            return Reply(
-                response.status,
-                {name.lower(): value for name, value in response.getheaders()},
-                response.read(),
-            )
-    finally:
-        connection.close()
-
-
-def snapshot(cluster: Cluster, strict: bool = True) -> dict[str, Any]:
-    """The committed state of every replica, read with the cluster secret. Not `strict`: a
-    replica that does not serve reads (yet) is recorded as its error instead."""
-    info = cluster.cluster_info()
-    state: dict[str, Any] = {}
-    reads = [(r, "/books") for r in info["catalog"]["replicas"]]
-    reads += [(r, "/orders?limit=1000") for r in info["order"]["replicas"]]
-    for replica, path in reads:
-        status, body = cluster.internal("GET", replica["url"], path)
-        assert status == 200 or not strict, (replica["name"], status, body)
-        state[replica["name"]] = body if status != 200 else body["data"]
-        if path.startswith("/orders") and status == 200:
-            assert body["next"] is None, "more than 1000 orders in one test module"
-    assert len(state) == 4
-    return state
-
-
-def settled_snapshot(cluster: Cluster) -> dict[str, Any]:
-    """`snapshot` once every replica serves reads and the replicas of each tier agree
-    (quiescence, SPEC §3.3)."""
-    taken: list[dict[str, Any]] = []
-
-    def agree() -> bool:
-        state = snapshot(cluster, strict=False)
-        taken[:] = [state]
-        if any(isinstance(value, dict) for value in state.values()):
-            return False  # an error body: a replica that does not serve reads yet
-        return all(
-            len({json.dumps(v, sort_keys=True) for k, v in state.items() if k.startswith(t)}) == 1
-            for t in ("catalog", "order")
-        )
-
-    wait_until(agree, 10.0, "replicas of each tier serve reads and hold the same state")
-    return taken[0]
-
-
 def headers_of(cluster: Cluster, case: Case) -> list[tuple[str, str | bytes]]:
     headers = list(case.headers)
     if case.content_type is not None:
@@ -348,25 +262,21 @@ def headers_of(cluster: Cluster, case: Case) -> list[tuple[str, str | bytes]]:
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_malformed_request_is_a_clean_4xx_and_changes_nothing(cluster: Cluster, case: Case) -> None:
-    before = settled_snapshot(cluster)
-    reply = send(
-        cluster.url, case.method, case.path, headers_of(cluster, case), case.body, case.chunked
+    before = settled_snapshot(cluster, replicas=REPLICAS)
+    reply = raw_request(
+        cluster.url,
+        case.method,
+        case.path,
+        headers_of(cluster, case),
+        case.body,
+        chunked=case.chunked,
     )
     assert reply.status < 500, (reply.status, reply.raw[:300])
-    assert reply.status == case.status, (reply.status, reply.raw[:300])
-    assert reply.headers.get("content-type", "").startswith("application/json"), reply.headers
+    assert_error(reply, case.status, case.code)
     assert reply.headers.get("x-request-id"), reply.headers
-    body = json.loads(reply.raw)
-    assert isinstance(body, dict), body
-    assert set(body) == {"error"}, body
-    assert isinstance(body["error"], dict), body
-    assert set(body["error"]) == {"code", "message"}, body
-    assert body["error"]["code"] == case.code, body
-    assert isinstance(body["error"]["message"], str), body
-    assert body["error"]["message"].strip(), body
     if case.status == 405:
         assert reply.headers.get("allow"), reply.headers
-    assert snapshot(cluster) == before
+    assert snapshot(cluster, replicas=REPLICAS) == before
 
 
 @pytest.mark.parametrize("value", [b"a\x01b", b"a\x7fb", b"a\x00b"], ids=["soh", "del", "nul"])
@@ -376,15 +286,15 @@ def test_header_the_http_parser_refuses_is_4xx_and_changes_nothing(
     """A control character other than HTAB makes the request invalid HTTP (RFC 9110 §5.5):
     the HTTP server refuses it before the application sees it. It must still be a 4xx that
     changes nothing (the body is the server's, not ours, so its shape is not checked)."""
-    before = settled_snapshot(cluster)
-    reply = send(cluster.url, "PUT", "/purchase/1", [(KEY, value)], None, False)
+    before = settled_snapshot(cluster, replicas=REPLICAS)
+    reply = raw_request(cluster.url, "PUT", "/purchase/1", [(KEY, value)])
     assert 400 <= reply.status < 500, (reply.status, reply.raw[:300])
-    assert snapshot(cluster) == before
+    assert snapshot(cluster, replicas=REPLICAS) == before
 
 
 def test_nothing_changed_after_all_the_bad_input(cluster: Cluster) -> None:
     """The initial catalog is intact and no order exists after the whole table ran."""
-    state = settled_snapshot(cluster)
+    state = settled_snapshot(cluster, replicas=REPLICAS)
     books = {book["id"]: (book["stock"], book["cost"]) for book in state["catalog-1"]}
     assert books == {
         1: (6, 10),

@@ -6,6 +6,8 @@ writes is checked with the primary, and answered with the committed row image.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from functools import partial
 
@@ -15,12 +17,17 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from bazar.config import Cluster, Node, Secrets
-from bazar.errors import InvalidRequest, NotFound
+from bazar.errors import BazarError, InvalidRequest, NotFound
 from bazar.http_app import json_response
 from bazar.machines import catalog as machine
 from bazar.services.replica import ReplicaProcess, decode_body
+from bazar.transport import TransportError
 from bazar.wire import (
     Entry,
+    Invalidate,
+    InvalidateReply,
+    ReadDelay,
+    ReadDelayState,
     Row,
     Sell,
     UpdateBook,
@@ -67,7 +74,13 @@ class CatalogService:
         if not seeded and cluster.catalog_file:
             log.warning("catalog file ignored: %s already holds books", node.name)
         self.runtime = self.process.runtime
+        self.runtime.on_commit = self._invalidate
         self.limits = cluster.limits
+        self.frontend_url = cluster.frontend.url
+        self.test_hooks = cluster.test_hooks
+        self.read_delays: dict[int, ReadDelay] = {}
+        self.reads_waiting = 0
+        self.release = asyncio.Event()
 
     def app(self) -> ASGIApp:
         internal = self.process.internal
@@ -78,7 +91,73 @@ class CatalogService:
             Route("/internal/sell", internal(self._sell), methods=["POST"]),
             Route("/internal/books/{id}", internal(self._update), methods=["POST"]),
         ]
+        if self.test_hooks:
+            routes.append(
+                Route(
+                    "/internal/test/read-delay", internal(self._read_delay), methods=["GET", "POST"]
+                )
+            )
         return self.process.app(routes)
+
+    async def _invalidate(self, entry: Entry) -> None:
+        """Before a write is acknowledged, the front end drops what shows the books it changed
+        (and refuses later fills older than it). If the front end cannot be reached after a
+        few attempts, it is down and its cache with it; the TTL covers the rest."""
+        books = tuple(
+            sorted(
+                {
+                    int(change.row["id"])  # type: ignore[arg-type]
+                    for change in entry.changes
+                    if isinstance(change, Upsert) and change.table == "books"
+                }
+            )
+        )
+        if not books:
+            return
+        message = Invalidate(books=books, version=(entry.epoch, entry.seq))
+        for _ in range(self.limits.invalidate_attempts_max):
+            try:
+                await self.process.transport.call(
+                    "POST",
+                    self.frontend_url + "/internal/invalidate",
+                    InvalidateReply,
+                    body=message,
+                    timeout_ms=self.limits.read_timeout_ms,
+                )
+                return
+            except (TransportError, BazarError) as error:
+                log.warning("invalidation of %s failed: %s", books, error)
+                await asyncio.sleep(self.limits.replicate_retry_ms / 1000)
+
+    async def _read_delay(self, request: Request) -> Response:
+        """Test hook: hold the next `count` reads of a book after they have read it, until
+        released (`count` 0) or `delay_ms` has passed, to make late fills happen on demand."""
+        if request.method == "POST":
+            delay = await decode_body(request, ReadDelay, self.limits.request_bytes_max)
+            if not 0 <= delay.delay_ms <= self.limits.test_read_delay_ms_max:
+                raise InvalidRequest("delay_ms out of range")
+            if delay.count == 0:
+                self.read_delays.pop(delay.book_id, None)
+                self.release.set()
+            else:
+                self.read_delays[delay.book_id] = delay
+        return json_response(ReadDelayState(waiting=self.reads_waiting))
+
+    async def _delay_read(self, book_id: int) -> None:
+        delay = self.read_delays.pop(book_id, None)
+        if delay is None:
+            return
+        if delay.count > 1:
+            self.read_delays[book_id] = ReadDelay(
+                book_id=book_id, delay_ms=delay.delay_ms, count=delay.count - 1
+            )
+        self.release.clear()
+        self.reads_waiting += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.release.wait(), delay.delay_ms / 1000)
+        finally:
+            self.reads_waiting -= 1
 
     def _version(self) -> Version:
         point = self.runtime.commit_point()
@@ -106,6 +185,8 @@ class CatalogService:
             raise NotFound(f"no book {book_id}")
         rows = await self._committed_rows([row], False)
         committed = rows[book_id]
+        if self.read_delays:
+            await self._delay_read(book_id)
         return json_response(
             VersionedBook(
                 data=machine.book_from_row(committed), version=machine.row_version(committed)

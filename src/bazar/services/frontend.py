@@ -27,6 +27,7 @@ from starlette.types import ASGIApp
 from bazar import openapi, pages
 from bazar.config import REPLICATED_TIERS, Cluster, Secrets
 from bazar.core.balancer import RoundRobin
+from bazar.core.cache import LIST_KEY, Cache, book_key, topic_key
 from bazar.core.view import ViewManager, initial_view
 from bazar.errors import (
     BazarError,
@@ -42,6 +43,7 @@ from bazar.metrics import Metrics
 from bazar.request import idempotency_key, patch_command, purchase_quantity, search_topic
 from bazar.services.catalog import positive_id
 from bazar.services.order import page_limit
+from bazar.services.replica import decode_body
 from bazar.transport import Transport, TransportError
 from bazar.wire import (
     BookData,
@@ -52,6 +54,8 @@ from bazar.wire import (
     HealthData,
     HealthStatus,
     Heartbeat,
+    Invalidate,
+    InvalidateReply,
     Member,
     OrderData,
     OrderPage,
@@ -64,6 +68,7 @@ from bazar.wire import (
     VersionedBook,
     VersionedBookList,
     View,
+    encode,
 )
 
 T = TypeVar("T")
@@ -118,7 +123,10 @@ class Frontend:
         self.view_store = ViewStore(Path(cluster.data_dir) / "frontend" / "views.json")
         self.views = ViewManager(self.view_store.load(cluster))
         self.balancer = RoundRobin()
+        self.cache = Cache(entries_max=cluster.cache_entries_max, ttl_ms=cluster.cache_ttl_ms)
+        self.cache_enabled = cluster.cache_enabled
         self.metrics = Metrics()
+        self.metrics.watch_cache(self.cache)
         self.openapi = openapi.openapi_json()
         self._heartbeat_task: asyncio.Task[None] | None = None
 
@@ -140,6 +148,7 @@ class Frontend:
             Route("/orders", self._orders, methods=["GET"]),
             Route("/orders/{id}", self._order, methods=["GET"]),
             Route("/books/{id}", self._patch_book, methods=["PATCH"]),
+            Route("/internal/invalidate", self._invalidate, methods=["POST"]),
         ]
         return self.metrics.middleware(build_app(routes, lifespan=self.lifespan))
 
@@ -203,7 +212,8 @@ class Frontend:
     # ---------------------------------------------------------------- reads
 
     async def _read(self, tier: str, path: str, reply_type: type[T]) -> T:
-        """One read, from the replicas in round-robin order, moving on when one fails.
+        """One read, from the replicas in round-robin order, moving on when one fails; a
+        replica that fails is skipped until it answers a heartbeat again.
 
         Raises: NotFound, InvalidRequest (the replica's definite answers), Unavailable.
         """
@@ -222,25 +232,58 @@ class Frontend:
             except (NotFound, InvalidRequest):
                 raise
             except (TransportError, BazarError) as error:
+                self.views.on_failure(tier, name)
                 log.info("read %s from %s failed: %s", path, name, error)
         raise Unavailable(f"no {tier} replica could answer")
+
+    def _cached(self, key: str) -> Response | None:
+        if not self.cache_enabled:
+            return None
+        body = self.cache.get(key, _monotonic_ms())
+        return None if body is None else json_response(body)
+
+    def _fill(
+        self, key: str, body: bytes, version: tuple[int, int], books: tuple[int, ...]
+    ) -> None:
+        if self.cache_enabled:
+            self.cache.fill(key, body, version, books, _monotonic_ms())
+
+    async def _books_read(self, key: str, path: str) -> Response:
+        """A list of books (search or all), cached under its logical key."""
+        hit = self._cached(key)
+        if hit is not None:
+            return hit
+        reply = await self._read("catalog", path, VersionedBookList)
+        body = encode(BookListData(data=reply.data))
+        self._fill(key, body, reply.version, tuple(book.id for book in reply.data))
+        return json_response(body)
 
     async def _search_empty(self, request: Request) -> Response:
         raise InvalidRequest("a topic is required: /search/{topic}")
 
     async def _search(self, request: Request) -> Response:
         topic = search_topic(request.path_params["topic"], self.limits.topic_chars_max)
-        reply = await self._read("catalog", "/search/" + quote(topic, safe=""), VersionedBookList)
-        return json_response(BookListData(data=reply.data))
+        return await self._books_read(topic_key(topic), "/search/" + quote(topic, safe=""))
 
     async def _info_all(self, request: Request) -> Response:
-        reply = await self._read("catalog", "/books", VersionedBookList)
-        return json_response(BookListData(data=reply.data))
+        return await self._books_read(LIST_KEY, "/books")
 
     async def _info(self, request: Request) -> Response:
         book_id = positive_id(request.path_params["id"])
+        key = book_key(book_id)
+        hit = self._cached(key)
+        if hit is not None:
+            return hit
         reply = await self._read("catalog", f"/books/{book_id}", VersionedBook)
-        return json_response(BookData(data=reply.data))
+        body = encode(BookData(data=reply.data))
+        self._fill(key, body, reply.version, (book_id,))
+        return json_response(body)
+
+    async def _invalidate(self, request: Request) -> Response:
+        require_token(request, self.secrets.cluster_secret, "cluster secret")
+        message = await decode_body(request, Invalidate, self.limits.request_bytes_max)
+        dropped = self.cache.invalidate(message.books, message.version)
+        return json_response(InvalidateReply(dropped=dropped))
 
     async def _orders(self, request: Request) -> Response:
         limit = page_limit(
@@ -354,7 +397,12 @@ class Frontend:
             return TierInfo(epoch=view.epoch, primary=view.primary, replicas=replicas)
 
         cache = CacheInfo(
-            enabled=self.cluster.cache_enabled, entries=0, hits=0, misses=0, invalidations=0
+            enabled=self.cache_enabled,
+            entries=len(self.cache.entries),
+            hits=self.cache.hits,
+            misses=self.cache.misses,
+            invalidations=self.cache.invalidations,
+            rejected_fills=self.cache.rejected_fills,
         )
         return ClusterInfo(catalog=tier_info("catalog"), order=tier_info("order"), cache=cache)
 

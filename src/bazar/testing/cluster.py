@@ -69,6 +69,9 @@ class Cluster:
         restart: bool = False,
         catalog_file: Path | None = None,
         no_cache: bool = False,
+        cache_entries: int | None = None,
+        cache_ttl_ms: int | None = None,
+        test_hooks: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
@@ -89,6 +92,12 @@ class Cluster:
             self.arguments += ["--catalog", str(catalog_file)]
         if no_cache:
             self.arguments.append("--no-cache")
+        if cache_entries is not None:
+            self.arguments += ["--cache-entries", str(cache_entries)]
+        if cache_ttl_ms is not None:
+            self.arguments += ["--cache-ttl-ms", str(cache_ttl_ms)]
+        if test_hooks:
+            self.arguments.append("--test-hooks")
         self.process: subprocess.Popen[bytes] | None = None
 
     # ---------------------------------------------------------------- lifecycle

@@ -1,0 +1,116 @@
+"""The front end's read cache, without I/O: bounded LRU of encoded responses, kept fresh by
+versioned invalidation pushed by the catalog primary.
+
+Keys are logical resources (`book:3`, `topic:<casefolded topic>`, `list`), never a replica.
+Every entry remembers the books it shows. The rule that closes the late-fill race
+(research/replication.md §5):
+- `invalidate(books, version)` records `invalidated[book] = max(..., version)` and drops every
+  entry that shows one of those books;
+- `fill(key, body, version, books)` stores only if `version >= invalidated[book]` for every
+  book shown. A read that started before a write and returns after its invalidation carries
+  an older version and is refused, whatever the order of the messages.
+`invalidated` is kept for every book ever written (one version per book: the catalog is small).
+A TTL is the safety net against bugs; it never serves as the freshness mechanism.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from bazar.wire import Version
+
+NO_VERSION: Version = (0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    body: bytes
+    books: tuple[int, ...]
+    stored_ms: int
+
+
+@dataclass(slots=True)
+class Cache:
+    entries_max: int
+    ttl_ms: int
+    entries: OrderedDict[str, Entry] = field(default_factory=OrderedDict)
+    invalidated: dict[int, Version] = field(default_factory=dict)
+    shown_in: dict[int, set[str]] = field(default_factory=dict)
+    hits: int = 0
+    misses: int = 0
+    invalidations: int = 0
+    rejected_fills: int = 0
+    expirations: int = 0
+    evictions: int = 0
+
+    def __post_init__(self) -> None:
+        assert self.entries_max >= 1
+        assert self.ttl_ms >= 1
+
+    def get(self, key: str, now_ms: int) -> bytes | None:
+        entry = self.entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        if now_ms - entry.stored_ms >= self.ttl_ms:
+            self._drop(key)
+            self.expirations += 1
+            self.misses += 1
+            return None
+        self.entries.move_to_end(key)
+        self.hits += 1
+        return entry.body
+
+    def fill(
+        self, key: str, body: bytes, version: Version, books: tuple[int, ...], now_ms: int
+    ) -> bool:
+        """Store a replica's answer unless a newer write to one of its books was invalidated."""
+        for book in books:
+            if version < self.invalidated.get(book, NO_VERSION):
+                self.rejected_fills += 1
+                return False
+        if key in self.entries:
+            self._drop(key)
+        self.entries[key] = Entry(body=body, books=books, stored_ms=now_ms)
+        for book in books:
+            self.shown_in.setdefault(book, set()).add(key)
+        while len(self.entries) > self.entries_max:
+            oldest = next(iter(self.entries))
+            self._drop(oldest)
+            self.evictions += 1
+        assert len(self.entries) <= self.entries_max
+        return True
+
+    def invalidate(self, books: tuple[int, ...], version: Version) -> int:
+        """A write at `version` changed `books`: forget what shows them. Returns entries dropped."""
+        dropped = 0
+        for book in books:
+            if version > self.invalidated.get(book, NO_VERSION):
+                self.invalidated[book] = version
+            for key in list(self.shown_in.get(book, ())):
+                self._drop(key)
+                dropped += 1
+        self.invalidations += 1
+        return dropped
+
+    def _drop(self, key: str) -> None:
+        entry = self.entries.pop(key)
+        for book in entry.books:
+            keys = self.shown_in.get(book)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.shown_in[book]
+
+
+def topic_key(topic: str) -> str:
+    """Topics match case-insensitively, so case variants share one entry."""
+    return "topic:" + topic.casefold()
+
+
+def book_key(book_id: int) -> str:
+    return f"book:{book_id}"
+
+
+LIST_KEY = "list"
