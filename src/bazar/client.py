@@ -254,7 +254,7 @@ def cache_table(cache: CacheInfo) -> Table:
     rate = f"{100 * cache.hits / lookups:.1f} %" if lookups else "-"
     table = Table(title="cache", title_justify="left")
     table.add_column("enabled")
-    for column in ("entries", "hits", "misses", "hit rate", "invalidations"):
+    for column in ("entries", "hits", "misses", "hit rate", "invalidations", "late fills refused"):
         table.add_column(column, justify="right")
     table.add_row(
         "yes" if cache.enabled else "[red]no[/]",
@@ -263,6 +263,7 @@ def cache_table(cache: CacheInfo) -> Table:
         str(cache.misses),
         rate,
         str(cache.invalidations),
+        str(cache.rejected_fills),
     )
     return table
 

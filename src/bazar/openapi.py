@@ -82,7 +82,14 @@ def example_tier(tier: str, ports: tuple[int, int]) -> Json:
 
 
 def example_cluster() -> Json:
-    cache = {"enabled": True, "entries": 9, "hits": 120, "misses": 14, "invalidations": 3}
+    cache = {
+        "enabled": True,
+        "entries": 9,
+        "hits": 120,
+        "misses": 14,
+        "invalidations": 3,
+        "rejected_fills": 0,
+    }
     return {
         "data": {
             "catalog": example_tier("catalog", (8003, 8004)),

@@ -51,7 +51,14 @@ REPLICA = {
     "commit_seq": 7,
 }
 TIER = {"epoch": 1, "primary": "catalog-1", "replicas": [REPLICA]}
-CACHE = {"enabled": True, "entries": 3, "hits": 9, "misses": 1, "invalidations": 2}
+CACHE = {
+    "enabled": True,
+    "entries": 3,
+    "hits": 9,
+    "misses": 1,
+    "invalidations": 2,
+    "rejected_fills": 1,
+}
 CLUSTER = {"data": {"catalog": TIER, "order": {**TIER, "primary": "order-1"}, "cache": CACHE}}
 
 
