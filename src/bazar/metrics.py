@@ -50,6 +50,12 @@ class Metrics:
             ["method", "route", "status"],
             registry=self.registry,
         )
+        self.backend_reads = Counter(
+            "bazar_backend_reads",
+            "Reads the front end sent to replicas (each attempt).",
+            ["tier", "outcome"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "bazar_request_seconds",
             "Front-end request latency.",

@@ -114,6 +114,25 @@ def test_topics_differing_only_in_case_share_one_entry(hooked: Cluster) -> None:
     assert cache_stats(hooked)["hits"] == before["hits"] + 1
 
 
+def backend_reads(cluster: Cluster) -> float:
+    status, _, text = cluster.request("GET", "/metrics")
+    assert status == 200
+    for line in text.decode().splitlines():
+        if line.startswith('bazar_backend_reads_total{outcome="ok",tier="catalog"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_miss_costs_exactly_one_backend_read_and_a_hit_none(hooked: Cluster) -> None:
+    buy(hooked, 6)  # book 6 leaves the cache
+    before = backend_reads(hooked)
+    stock(hooked, 6)  # miss
+    assert backend_reads(hooked) == before + 1
+    for _ in range(5):
+        stock(hooked, 6)  # hits
+    assert backend_reads(hooked) == before + 1
+
+
 def test_unknown_books_and_failed_reads_are_not_cached(hooked: Cluster) -> None:
     before = cache_stats(hooked)["entries"]
     assert hooked.json("GET", "/info/999")[0] == 404

@@ -223,15 +223,19 @@ class Frontend:
         others = [name for name in members if name not in healthy]
         for name in self.balancer.order(healthy, others):
             try:
-                return await self.transport.call(
+                reply = await self.transport.call(
                     "GET",
                     view.url_of(name) + path,
                     reply_type,
                     timeout_ms=self.limits.read_timeout_ms,
                 )
+                self.metrics.backend_reads.labels(tier, "ok").inc()
+                return reply
             except (NotFound, InvalidRequest):
+                self.metrics.backend_reads.labels(tier, "ok").inc()
                 raise
             except (TransportError, BazarError) as error:
+                self.metrics.backend_reads.labels(tier, "failed").inc()
                 self.views.on_failure(tier, name)
                 log.info("read %s from %s failed: %s", path, name, error)
         raise Unavailable(f"no {tier} replica could answer")
