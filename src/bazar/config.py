@@ -45,6 +45,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     page_limit_default: int = 100
     read_timeout_ms: int = 500
     write_timeout_ms: int = 5000
+    sell_timeout_ms: int = 4000
     replicate_timeout_ms: int = 500
     replicate_retry_ms: int = 50
     commit_notice_delay_ms: int = 2
@@ -53,14 +54,17 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     batch_commands_max: int = 512
     inflight_commands_max: int = 10_000
     recovery_interval_ms: int = 1000
-    invalidate_attempts_max: int = 5
     test_read_delay_ms_max: int = 10_000
-    catch_up_entries_max: int = 1000
+    catch_up_entries_max: int = 64
+    append_bytes_max: int = 64 * 1024 * 1024
+    stall_ms_max: int = 1000
+    invalidate_retry_ms_max: int = 1000
     retry_after_s: int = 1
 
 
 LIMITS = Limits()
 assert LIMITS.read_timeout_ms < LIMITS.write_timeout_ms
+assert LIMITS.sell_timeout_ms < LIMITS.write_timeout_ms
 assert LIMITS.heartbeat_timeout_ms < 2 * LIMITS.heartbeat_ms
 assert LIMITS.page_limit_default <= LIMITS.page_limit_max
 

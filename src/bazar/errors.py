@@ -75,6 +75,16 @@ class Unavailable(BazarError):
     retry_after_s = 1
 
 
+class Refused(BazarError):
+    """A replica refused a write before queueing it (a backup unreachable): definitely not
+    done. Internal between tiers; the front end answers it as 503 `unavailable`."""
+
+    status = 503
+    code = "refused"
+    definite = True
+    retry_after_s = 1
+
+
 class StaleEpoch(BazarError):
     """A replica refused a message from an older view (fencing)."""
 
@@ -102,6 +112,7 @@ ERRORS_BY_CODE: dict[str, type[BazarError]] = {
         PayloadTooLarge,
         UnsupportedMediaType,
         Unavailable,
+        Refused,
         StaleEpoch,
         NotPrimary,
     )

@@ -92,9 +92,10 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if len(path) > 1 and path.endswith("/"):
-            scope = dict(scope)
-            scope["path"] = path.rstrip("/") or "/"
+        raw: bytes = scope.get("raw_path") or path.encode()
+        if len(path) > 1 and path.endswith("/") and raw.endswith(b"/"):
+            scope = dict(scope)  # one literal trailing slash; an encoded %2F is data
+            scope["path"] = path[:-1]
         request_id = _request_id(scope)
 
         async def send_with_id(message: Message) -> None:

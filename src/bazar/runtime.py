@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -24,7 +25,7 @@ from typing import Generic, TypeVar
 
 from bazar.config import Cluster, Node
 from bazar.core.replica import AppendPlan, Replica
-from bazar.errors import NotPrimary, Unavailable
+from bazar.errors import BazarError, NotPrimary, Refused, Unavailable
 from bazar.storage import (
     Machine,
     Store,
@@ -85,7 +86,8 @@ class ReplicaRuntime(Generic[C, R]):
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._batch_task: asyncio.Task[None] | None = None
-        self.on_commit: CommitHook | None = None
+        self.before_commit: CommitHook | None = None
+        self.stalled_since: float | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -156,7 +158,11 @@ class ReplicaRuntime(Generic[C, R]):
         if self.core.role != "primary":
             raise NotPrimary(f"{self.node.name} is not the primary of the current view")
         if len(self._queue) >= self.limits.inflight_commands_max:
-            raise Unavailable("too many writes in flight", headers={"Retry-After": "1"})
+            raise Unavailable("too many writes in flight")
+        stalled = self.stalled_since
+        if stalled is not None and time.monotonic() - stalled > self.limits.stall_ms_max / 1000:
+            # Definite: the command is not queued, so it can never run later on its own.
+            raise Refused("a backup is unreachable; writes wait for it")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((command, future))
         self._wakeup.set()
@@ -179,7 +185,7 @@ class ReplicaRuntime(Generic[C, R]):
             async with self._lock:
                 results = await self._execute(commands)
         except Exception as error:
-            failure = error if isinstance(error, NotPrimary | Unavailable) else None
+            failure = error if isinstance(error, NotPrimary | Unavailable | Refused) else None
             if failure is None:
                 log.exception("batch failed")
                 failure = Unavailable("the write could not be completed")
@@ -203,16 +209,29 @@ class ReplicaRuntime(Generic[C, R]):
             return results
         try:
             await self._replicate(entry)
-        except Deposed:
-            await self.store.write(rollback_batch)
-            raise Unavailable("this primary was deposed; retry") from None
-        except BaseException:
+            if self.before_commit is not None:
+                await self.before_commit(entry)
+        except BaseException as error:
+            # The entry may be staged on some backups: this primary must never write another
+            # entry at the same (epoch, seq), so it steps down until the view manager gives it
+            # a new epoch (replica rule 4).
             await asyncio.shield(self.store.write(rollback_batch))
+            core.step_down()
+            log.warning(
+                "transition=step_down tier=%s node=%s epoch=%d seq=%d reason=%s",
+                self.node.tier,
+                self.node.name,
+                entry.epoch,
+                entry.seq,
+                type(error).__name__,
+            )
+            if isinstance(error, Deposed):
+                raise Unavailable("this primary was deposed; retry") from None
             raise
+        finally:
+            self.stalled_since = None
         await self.store.write(commit_batch)
         core.on_commit(entry)
-        if self.on_commit is not None:
-            await self.on_commit(entry)
         return results
 
     async def _replicate(self, entry: Entry) -> None:
@@ -222,11 +241,14 @@ class ReplicaRuntime(Generic[C, R]):
         """
         backups = self.core.backups()
         if backups:
-            await asyncio.gather(*(self._replicate_to(name, entry) for name in backups))
+            async with asyncio.TaskGroup() as group:
+                for name in backups:
+                    group.create_task(self._replicate_to(name, entry))
 
     async def _replicate_to(self, backup: str, entry: Entry) -> None:
         url = self.view_of(self.node.tier).url_of(backup) + "/internal/append"
         entries, prev_epoch = [entry], self.core.commit_epoch
+        failing = False
         while True:
             message = self.core.append_for(entries, prev_epoch)
             try:
@@ -238,9 +260,15 @@ class ReplicaRuntime(Generic[C, R]):
                     timeout_ms=self.limits.replicate_timeout_ms,
                 )
             except TransportError as error:
-                log.warning("replicate to %s failed: %s", backup, error)
+                if not failing:
+                    log.warning("transition=backup_unreachable node=%s error=%s", backup, error)
+                    failing = True
+                    self.stalled_since = self.stalled_since or time.monotonic()
                 await asyncio.sleep(self.limits.replicate_retry_ms / 1000)
                 continue
+            if failing:
+                log.info("transition=backup_reachable node=%s", backup)
+                failing = False
             verdict = self.core.on_append_reply(backup, entry.seq, reply)
             if verdict == "acked":
                 return
@@ -271,7 +299,7 @@ class ReplicaRuntime(Generic[C, R]):
         message = self.core.heartbeat_append()
         view = self.view_of(self.node.tier)
         for name in view.backups:
-            with contextlib.suppress(TransportError, Exception):
+            with contextlib.suppress(TransportError, BazarError):
                 await self.transport.call(
                     "POST",
                     view.url_of(name) + "/internal/append",
@@ -338,6 +366,7 @@ class ReplicaRuntime(Generic[C, R]):
         # Taken before the wait: the caller read its rows before it, and the entries may be
         # applied (and leave `staged`) while we wait for the primary.
         staged = self.core.committed_overlay(self.core.last_seq)
+        truncations = self.core.truncations
         view = self.view_of(self.node.tier)
         try:
             point = await self.transport.call(
@@ -348,4 +377,8 @@ class ReplicaRuntime(Generic[C, R]):
             )
         except (TransportError, NotPrimary) as error:
             raise Unavailable(f"cannot check a pending write with the primary: {error}") from None
+        if self.core.truncations != truncations:
+            # A newer primary replaced staged entries while we waited: the snapshot may hold
+            # one that will never commit. Let the front end ask another replica.
+            raise Unavailable("the log changed during the read; retry")
         return [entry for entry in staged if entry.seq <= point.commit_seq]

@@ -294,8 +294,11 @@ class BeginPurchase(Struct, frozen=True, tag="begin_purchase"):
 
 
 class FinishPurchase(Struct, frozen=True, tag="finish_purchase"):
+    """`aborted`: the sale certainly did not happen (the catalog refused it before queueing);
+    like `not_found`, it stores nothing, so a retry with the key starts afresh."""
+
     idempotency_key: str
-    outcome: Literal["ok", "out_of_stock", "not_found"]
+    outcome: Literal["ok", "out_of_stock", "not_found", "aborted"]
     unit_cost_cents: int = 0
     order_id: str = ""
 
@@ -309,7 +312,7 @@ class BeginResult(Struct, frozen=True):
 
 
 class FinishResult(Struct, frozen=True):
-    status: Literal["completed", "out_of_stock", "not_found"]
+    status: Literal["completed", "out_of_stock", "not_found", "aborted"]
     order: Order | None = None
 
 

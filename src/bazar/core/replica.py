@@ -67,6 +67,7 @@ class Replica:
     staged: dict[int, Entry] = field(default_factory=dict)
     view: View | None = None
     match_seq: dict[str, int] = field(default_factory=dict)
+    truncations: int = 0
 
     def __post_init__(self) -> None:
         assert self.epoch >= self.boot_epoch
@@ -109,6 +110,12 @@ class Replica:
         self.view = view
         self.epoch = view.epoch
         return True
+
+    def step_down(self) -> None:
+        """Stop acting as primary until a newer view: after a failed replication the current
+        (epoch, seq) may be staged somewhere, so it must never be reused (rule 4)."""
+        self.boot_epoch = max(self.boot_epoch, self.epoch)
+        assert self.role != "primary"
 
     def needs_promotion(self) -> bool:
         """A new primary first applies what it had staged (it may be committed elsewhere)."""
@@ -285,6 +292,7 @@ class Replica:
             assert plan.truncate_from > self.commit_seq
             for seq in [seq for seq in self.staged if seq >= plan.truncate_from]:
                 del self.staged[seq]
+            self.truncations += 1
         for entry in plan.stage:
             self.staged[entry.seq] = entry
         for entry in plan.apply:

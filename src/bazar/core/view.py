@@ -83,20 +83,24 @@ class ViewManager:
         self.views[view.tier] = view
 
     def state(self, tier: str, name: str) -> State:
+        """`in_sync`: up and playing the role the view gives it; `catching_up`: up but not
+        (yet) in that role, e.g. a restarted primary waiting for its new epoch."""
         view = self.views[tier]
         health = self.health[tier][name]
-        if not health.up:
+        status = health.status
+        if not health.up or status is None:
             return "down"
-        in_view = name == view.primary or name in view.backups
-        return "in_sync" if in_view else "catching_up"
+        expected = "primary" if name == view.primary else "backup"
+        if name != view.primary and name not in view.backups:
+            return "catching_up"
+        if status.epoch != view.epoch or status.role != expected:
+            return "catching_up"
+        return "in_sync"
 
     def primary_up(self, tier: str) -> bool:
+        return self.state(tier, self.views[tier].primary) == "in_sync"
+
+    def writable(self, tier: str) -> bool:
+        """Writes commit only when every member of the view has staged them."""
         view = self.views[tier]
-        health = self.health[tier][view.primary]
-        status = health.status
-        return (
-            health.up
-            and status is not None
-            and status.role == "primary"
-            and status.epoch == view.epoch
-        )
+        return all(self.state(tier, name) == "in_sync" for name in (view.primary, *view.backups))

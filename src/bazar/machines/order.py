@@ -122,10 +122,12 @@ class OrderMachine:
             return [], FinishResult(status="completed", order=order)
         if purchase["status"] == "out_of_stock":
             return [], FinishResult(status="out_of_stock")
-        if command.outcome == "not_found":
+        if command.outcome in ("not_found", "aborted"):
             change: Change = Delete(table="purchases", key=command.idempotency_key)
             write_row(conn, TABLES, change)
-            return [change], FinishResult(status="not_found")
+            return [change], FinishResult(
+                status="not_found" if command.outcome == "not_found" else "aborted"
+            )
         if command.outcome == "out_of_stock":
             purchase["status"] = "out_of_stock"
             change = Upsert(table="purchases", row=purchase)

@@ -74,7 +74,7 @@ class CatalogService:
         if not seeded and cluster.catalog_file:
             log.warning("catalog file ignored: %s already holds books", node.name)
         self.runtime = self.process.runtime
-        self.runtime.on_commit = self._invalidate
+        self.runtime.before_commit = self._invalidate
         self.limits = cluster.limits
         self.frontend_url = cluster.frontend.url
         self.test_hooks = cluster.test_hooks
@@ -100,9 +100,11 @@ class CatalogService:
         return self.process.app(routes)
 
     async def _invalidate(self, entry: Entry) -> None:
-        """Before a write is acknowledged, the front end drops what shows the books it changed
-        (and refuses later fills older than it). If the front end cannot be reached after a
-        few attempts, it is down and its cache with it; the TTL covers the rest."""
+        """Between replication and COMMIT: the front end drops what shows the books this entry
+        changes and will refuse any fill older than it, so no read that starts after the
+        COMMIT can find the old value in the cache. Retried until the front end answers (a
+        restarted front end answers with an empty cache): acknowledging first could leave a
+        stale entry behind."""
         books = tuple(
             sorted(
                 {
@@ -115,7 +117,9 @@ class CatalogService:
         if not books:
             return
         message = Invalidate(books=books, version=(entry.epoch, entry.seq))
-        for _ in range(self.limits.invalidate_attempts_max):
+        delay_ms = self.limits.replicate_retry_ms
+        failing = False
+        while True:
             try:
                 await self.process.transport.call(
                     "POST",
@@ -124,10 +128,16 @@ class CatalogService:
                     body=message,
                     timeout_ms=self.limits.read_timeout_ms,
                 )
-                return
             except (TransportError, BazarError) as error:
-                log.warning("invalidation of %s failed: %s", books, error)
-                await asyncio.sleep(self.limits.replicate_retry_ms / 1000)
+                if not failing:
+                    log.warning("transition=frontend_unreachable error=%s", error)
+                    failing = True
+                await asyncio.sleep(delay_ms / 1000)
+                delay_ms = min(2 * delay_ms, self.limits.invalidate_retry_ms_max)
+                continue
+            if failing:
+                log.info("transition=frontend_reachable")
+            return
 
     async def _read_delay(self, request: Request) -> Response:
         """Test hook: hold the next `count` reads of a book after they have read it, until

@@ -36,6 +36,7 @@ from bazar.errors import (
     NotFound,
     NotPrimary,
     OutOfStock,
+    Refused,
     Unavailable,
 )
 from bazar.http_app import build_app, json_response, read_body, require_token
@@ -61,6 +62,7 @@ from bazar.wire import (
     OrderPage,
     PurchaseData,
     PurchaseReply,
+    PurchaseRequest,
     ReplicaInfo,
     ReplicaStatus,
     TierInfo,
@@ -129,6 +131,7 @@ class Frontend:
         self.metrics.watch_cache(self.cache)
         self.openapi = openapi.openapi_json()
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._view_lock = asyncio.Lock()
 
     # ---------------------------------------------------------------- app and lifecycle
 
@@ -194,9 +197,12 @@ class Frontend:
         except (TransportError, BazarError):
             self.views.on_failure(tier, name)
             return
-        new_view = self.views.on_status(tier, status, _monotonic_ms())
-        if new_view is not None:
-            self.view_store.save({**self.views.views, tier: new_view})
+        async with self._view_lock:
+            new_view = self.views.on_status(tier, status, _monotonic_ms())
+            if new_view is None:
+                return
+            views = {**self.views.views, tier: new_view}
+            await asyncio.to_thread(self.view_store.save, views)  # fsync: not on the loop
             self.views.install(new_view)
             log.info(
                 "transition=view tier=%s epoch=%d primary=%s",
@@ -328,11 +334,18 @@ class Frontend:
             body, request.headers.get("content-type"), self.limits.quantity_max
         )
         key = idempotency_key(request.headers, self.limits.idempotency_key_chars_max)
-        purchase = {
-            "idempotency_key": key or uuid.uuid4().hex,
-            "book_id": book_id,
-            "quantity": quantity,
-        }
+        key = key or uuid.uuid4().hex
+        # Every answer names the key, generated ones included, so that a client can retry
+        # a 503 safely even if it sent none.
+        try:
+            return await self._purchase_with_key(book_id, quantity, key)
+        except BazarError as error:
+            error.headers["Idempotency-Key"] = key
+            raise
+
+    async def _purchase_with_key(self, book_id: int, quantity: int, key: str) -> Response:
+        """Raises: OutOfStock, IdempotencyKeyReused, NotFound, Unavailable."""
+        purchase = PurchaseRequest(idempotency_key=key, book_id=book_id, quantity=quantity)
         try:
             reply = await self.transport.call(
                 "POST",
@@ -341,9 +354,11 @@ class Frontend:
                 body=purchase,
                 timeout_ms=self.limits.write_timeout_ms,
             )
-        except (TransportError, NotPrimary) as error:
+        except (TransportError, NotPrimary, Refused) as error:
             raise Unavailable(f"no order primary could take the purchase: {error}") from None
-        headers = {"Idempotent-Replayed": "true"} if reply.replayed else {}
+        headers = {"Idempotency-Key": key}
+        if reply.replayed:
+            headers["Idempotent-Replayed"] = "true"
         if reply.status == "completed":
             assert reply.order is not None
             return json_response(
@@ -370,7 +385,7 @@ class Frontend:
                 body=command,
                 timeout_ms=self.limits.write_timeout_ms,
             )
-        except (TransportError, NotPrimary) as error:
+        except (TransportError, NotPrimary, Refused) as error:
             raise Unavailable(f"no catalog primary could take the update: {error}") from None
         if result.status == "not_found":
             raise NotFound(f"no book {book_id}")
@@ -417,6 +432,8 @@ class Frontend:
         for tier in REPLICATED_TIERS:
             if not self.views.primary_up(tier):
                 raise Unavailable(f"the {tier} tier has no serving primary")
+            if not self.views.writable(tier):
+                raise Unavailable(f"a {tier} replica is down: writes wait for it")
         return json_response(HealthData(data=HealthStatus(status="ok")))
 
     async def _metrics(self, request: Request) -> Response:

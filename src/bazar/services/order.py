@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from bazar.config import Cluster, Node, Secrets
-from bazar.errors import BazarError, InvalidRequest, NotFound, NotPrimary, Unavailable
+from bazar.errors import BazarError, InvalidRequest, NotFound, NotPrimary, Refused, Unavailable
 from bazar.http_app import json_response
 from bazar.machines import order as machine
 from bazar.services.replica import ReplicaProcess, decode_body
@@ -153,7 +153,15 @@ class OrderService:
             return PurchaseReply(status="completed", order=begin.order, replayed=True)
         if begin.status == "out_of_stock":
             return PurchaseReply(status="out_of_stock", replayed=True)
-        sale = await self._sell(request)
+        try:
+            sale = await self._sell(request)
+        except Refused as refused:
+            # Definitely not sold: forget the purchase, so that nothing sells it later on
+            # its own; the client's retry with the same key starts afresh.
+            await self.runtime.submit(
+                FinishPurchase(idempotency_key=request.idempotency_key, outcome="aborted")
+            )
+            raise Unavailable(f"the catalog cannot take sales now: {refused.message}") from None
         if sale.status == "key_reused":
             return PurchaseReply(status="key_reused")
         finish: FinishResult = await self.runtime.submit(
@@ -166,12 +174,14 @@ class OrderService:
         )
         if finish.status == "completed":
             log.info("bought book %s", sale.title)
+        assert finish.status != "aborted"
         return PurchaseReply(status=finish.status, order=finish.order, title=sale.title)
 
     async def _sell(self, request: PurchaseRequest) -> SaleResult:
         """The catalog sale under the same key (it deduplicates, so retrying is safe).
 
-        Raises: Unavailable (outcome unknown; the purchase stays pending).
+        Raises: Refused (definitely not sold), Unavailable (outcome unknown: the purchase
+        stays pending and the recovery loop finishes it).
         """
         view = self.runtime.view_of("catalog")
         sell = Sell(
@@ -185,10 +195,14 @@ class OrderService:
                 view.url_of(view.primary) + "/internal/sell",
                 SaleResult,
                 body=sell,
-                timeout_ms=self.limits.write_timeout_ms - 1000,
+                timeout_ms=self.limits.sell_timeout_ms,
             )
-        except (TransportError, NotPrimary, Unavailable) as error:
-            raise Unavailable(f"the catalog could not take the sale: {error}") from None
+        except TransportError as error:
+            if error.definite:
+                raise Refused(f"the catalog primary is unreachable: {error}") from None
+            raise Unavailable(f"the catalog did not answer the sale: {error}") from None
+        except NotPrimary as error:
+            raise Refused(f"the catalog primary moved: {error.message}") from None
 
     async def _recovery_loop(self) -> None:
         """Finish purchases left pending (crash, unreachable catalog), on the primary only."""
@@ -211,4 +225,7 @@ class OrderService:
                     await self.purchase(request)
                 except BazarError as error:
                     log.info("recovery of %s deferred: %s", begin.idempotency_key, error.message)
+                    break
+                except Exception:
+                    log.exception("recovery of %s failed", begin.idempotency_key)
                     break

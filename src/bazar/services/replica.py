@@ -82,7 +82,7 @@ class ReplicaProcess:
         ]
 
     async def _append(self, request: Request) -> Response:
-        message = await decode_body(request, Append, 64 * 1024 * 1024)
+        message = await decode_body(request, Append, self.limits.append_bytes_max)
         return json_response(await self.runtime.on_append(message))
 
     async def _heartbeat(self, request: Request) -> Response:
