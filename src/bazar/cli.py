@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--cache-entries", type=int, default=10_000, help="cache size bound")
     up.add_argument("--cache-ttl-ms", type=int, default=60_000, help="cache entry lifetime")
     up.add_argument("--test-hooks", action="store_true", help=argparse.SUPPRESS)
+    up.add_argument("--read-timeout-ms", type=int, default=None, help=argparse.SUPPRESS)
     up.add_argument("--catalog", default=None, help="initial catalog (JSON or TOML)")
 
     serve = commands.add_parser("serve", help="run one process of a cluster")
@@ -92,6 +93,7 @@ def _up(args: argparse.Namespace) -> int:
         cache_entries_max=args.cache_entries,
         cache_ttl_ms=args.cache_ttl_ms,
         test_hooks=args.test_hooks,
+        read_timeout_ms=args.read_timeout_ms,
     )
     load_secrets(data_dir, os.environ)
     cluster_file = data_dir / CLUSTER_FILE

@@ -142,6 +142,7 @@ def plan_cluster(
     cache_entries_max: int = 10_000,
     cache_ttl_ms: int = 60_000,
     test_hooks: bool = False,
+    read_timeout_ms: int | None = None,
 ) -> Cluster:
     """Lay out ports: the seed's defaults on the default port, else the next free ports."""
     assert catalog_replicas >= 1
@@ -175,6 +176,9 @@ def plan_cluster(
         cache_entries_max=cache_entries_max,
         cache_ttl_ms=cache_ttl_ms,
         test_hooks=test_hooks,
+        limits=LIMITS
+        if read_timeout_ms is None
+        else msgspec.structs.replace(LIMITS, read_timeout_ms=read_timeout_ms),
     )
 
 

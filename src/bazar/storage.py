@@ -17,6 +17,7 @@ its `commit_seq`; entries above it are *staged* in `log` only, so rolling them b
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +27,7 @@ from typing import Protocol, TypeVar
 
 import msgspec
 
-from bazar.wire import Change, Entry, Row, Upsert, Version
+from bazar.wire import Change, Entry, Row, TableDigest, Upsert, Version
 
 T = TypeVar("T")
 C = TypeVar("C", contravariant=True)
@@ -154,6 +155,18 @@ class Store:
             last_epoch=int(last["epoch"]) if last else 0,
             staged=staged,
         )
+
+    def digest(self) -> dict[str, TableDigest]:
+        """Row count and SHA-256 of every replicated table, rows in key order."""
+        digests = {}
+        for table, key in sorted(self.tables.items()):
+            hasher = hashlib.sha256()
+            rows = 0
+            for row in self.reader.execute(f"SELECT * FROM {table} ORDER BY {key}"):
+                hasher.update(repr(tuple(row)).encode())
+                rows += 1
+            digests[table] = TableDigest(rows=rows, sha256=hasher.hexdigest())
+        return digests
 
     def read_log(self, first_seq: int, last_seq: int | None, limit: int = 10_000) -> list[Entry]:
         upper = last_seq if last_seq is not None else 2**62

@@ -241,6 +241,19 @@ class Heartbeat(Struct, frozen=True):
     views: dict[str, View]
 
 
+class TableDigest(Struct, frozen=True):
+    rows: int
+    sha256: str
+
+
+class Digest(Struct, frozen=True):
+    """A replica's content at a glance: equal digests mean identical replicated tables."""
+
+    last_seq: int
+    commit_seq: int
+    tables: dict[str, TableDigest]
+
+
 class ReplicaStatus(Struct, frozen=True):
     name: str
     tier: str

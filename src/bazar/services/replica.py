@@ -24,7 +24,7 @@ from bazar.http_app import build_app, json_response, read_body, require_token
 from bazar.runtime import ReplicaRuntime
 from bazar.storage import Machine, Store
 from bazar.transport import Transport
-from bazar.wire import Append, Heartbeat
+from bazar.wire import Append, Digest, Heartbeat
 
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -79,6 +79,7 @@ class ReplicaProcess:
             Route("/internal/append", self.internal(self._append), methods=["POST"]),
             Route("/internal/heartbeat", self.internal(self._heartbeat), methods=["POST"]),
             Route("/internal/commit", self.internal(self._commit), methods=["GET"]),
+            Route("/internal/digest", self.internal(self._digest), methods=["GET"]),
         ]
 
     async def _append(self, request: Request) -> Response:
@@ -91,6 +92,17 @@ class ReplicaProcess:
 
     async def _commit(self, request: Request) -> Response:
         return json_response(self.runtime.commit_point())
+
+    async def _digest(self, request: Request) -> Response:
+        """For tests and operators: a hash of every replicated table (idempotency records
+        included) and the log position, to check that replicas are identical."""
+        return json_response(
+            Digest(
+                last_seq=self.runtime.core.last_seq,
+                commit_seq=self.runtime.core.commit_seq,
+                tables=self.store.digest(),
+            )
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:

@@ -72,6 +72,7 @@ class Cluster:
         cache_entries: int | None = None,
         cache_ttl_ms: int | None = None,
         test_hooks: bool = False,
+        read_timeout_ms: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
@@ -98,6 +99,8 @@ class Cluster:
             self.arguments += ["--cache-ttl-ms", str(cache_ttl_ms)]
         if test_hooks:
             self.arguments.append("--test-hooks")
+        if read_timeout_ms is not None:
+            self.arguments += ["--read-timeout-ms", str(read_timeout_ms)]
         self.process: subprocess.Popen[bytes] | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -203,6 +206,15 @@ class Cluster:
         assert status == 200, body
         info: dict[str, Any] = body["data"]
         return info
+
+    def digests(self, tier: str) -> dict[str, Any]:
+        """Every replica's digest (tables and log position), by name."""
+        found = {}
+        for name, url in self.replica_urls(tier).items():
+            status, body = self.internal("GET", url, "/internal/digest")
+            assert status == 200, body
+            found[name] = body
+        return found
 
     def replica_urls(self, tier: str) -> dict[str, str]:
         return {r["name"]: r["url"] for r in self.cluster_info()[tier]["replicas"]}
