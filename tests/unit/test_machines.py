@@ -19,6 +19,7 @@ from bazar.wire import (
     FinishPurchase,
     Order,
     OrderCommand,
+    Row,
     Sell,
     UpdateBook,
     UpdateResult,
@@ -178,6 +179,23 @@ def test_order_purchase_lifecycle(tmp_path: Path) -> None:
     assert done.total_cost == 21.0
     assert step(begin, 3).status == "completed"
     assert order.pending_purchases(store.reader, 10) == []
-    assert order.read_page(store.reader, 10, None) == ([done], None)
-    assert order.read_page(store.reader, 10, "nope") is None
+    assert order.read_page(store.reader, 10, None, []) == ([done], None)
+    assert order.read_page(store.reader, 10, "nope", []) is None
+    later: Row = {
+        "id": "o2",
+        "position": 2,
+        "idempotency_key": "k2",
+        "book_id": 1,
+        "quantity": 1,
+        "unit_cost_cents": 100,
+        "total_cost_cents": 100,
+        "created_at": "t",
+    }  # committed at the primary, staged here: a backup still lists it, after the others
+    page = order.read_page(store.reader, 1, None, [later])
+    assert page == ([done], "o1")
+    page = order.read_page(store.reader, 1, "o1", [later])
+    assert page is not None
+    assert [o.id for o in page[0]] == ["o2"]
+    assert page[1] is None
+    assert order.read_order(store.reader, "o2", [later]) == order.order_from_row(later)
     store.close()

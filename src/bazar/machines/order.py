@@ -164,25 +164,46 @@ class OrderMachine:
 # ---------------------------------------------------------------- reads (reader connection)
 
 
-def read_order(conn: sqlite3.Connection, order_id: str) -> Order | None:
+def read_order(conn: sqlite3.Connection, order_id: str, unapplied: list[Row]) -> Order | None:
+    """An order from the table, or from committed orders not applied here yet."""
     row = conn.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
-    return order_from_row(row) if row is not None else None
+    if row is not None:
+        return order_from_row(row)
+    for extra in unapplied:
+        if extra["id"] == order_id:
+            return order_from_row(extra)
+    return None
 
 
 def read_page(
-    conn: sqlite3.Connection, limit: int, after: str | None
+    conn: sqlite3.Connection, limit: int, after: str | None, unapplied: list[Row]
 ) -> tuple[list[Order], str | None] | None:
-    """Orders oldest first (commit order). None when `after` names no order."""
+    """Orders oldest first (commit order), including committed orders not applied here yet
+    (they come after every applied one). None when `after` names no order."""
+    extra = {str(row["id"]): row for row in unapplied}
     position = 0
     if after is not None:
-        found = conn.execute("SELECT position FROM orders WHERE id = ?", (after,)).fetchone()
-        if found is None:
-            return None
-        position = int(found[0])
-    rows = conn.execute(
-        "SELECT * FROM orders WHERE position > ? ORDER BY position LIMIT ?",
-        (position, limit + 1),
-    ).fetchall()
+        if after in extra:
+            position = int(extra[after]["position"])  # type: ignore[arg-type]
+        else:
+            found = conn.execute("SELECT position FROM orders WHERE id = ?", (after,)).fetchone()
+            if found is None:
+                return None
+            position = int(found[0])
+    rows: list[Row] = [
+        row_dict(row)
+        for row in conn.execute(
+            "SELECT * FROM orders WHERE position > ? ORDER BY position LIMIT ?",
+            (position, limit + 1),
+        )
+    ]
+    seen = {row["id"] for row in rows}
+    rows += [
+        row
+        for row in unapplied
+        if int(row["position"]) > position and row["id"] not in seen  # type: ignore[arg-type]
+    ]
+    rows.sort(key=lambda row: int(row["position"]))  # type: ignore[arg-type]
     orders = [order_from_row(row) for row in rows[:limit]]
     return orders, (orders[-1].id if len(rows) > limit else None)
 

@@ -305,25 +305,13 @@ class Frontend:
         after = request.query_params.get("after")
         if after is not None:
             path += "&after=" + quote(after, safe="")
-        return json_response(await self._from_order_primary(path, OrderPage))
+        return json_response(await self._read("order", path, OrderPage))
 
     async def _order(self, request: Request) -> Response:
         order_id = request.path_params["id"]
         if not (0 < len(order_id) <= 64 and order_id.isascii() and order_id.isalnum()):
             raise NotFound("no such order")
-        return json_response(await self._from_order_primary(f"/orders/{order_id}", OrderData))
-
-    async def _from_order_primary(self, path: str, reply_type: type[T]) -> T:
-        """Order reads go to the primary: it has every acknowledged order (read-your-writes)."""
-        try:
-            return await self.transport.call(
-                "GET",
-                self._primary_url("order") + path,
-                reply_type,
-                timeout_ms=self.limits.read_timeout_ms,
-            )
-        except (TransportError, NotPrimary) as error:
-            raise Unavailable(f"the order service cannot answer: {error}") from None
+        return json_response(await self._read("order", f"/orders/{order_id}", OrderData))
 
     # ---------------------------------------------------------------- writes
 

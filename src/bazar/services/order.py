@@ -34,8 +34,10 @@ from bazar.wire import (
     OrderPage,
     PurchaseReply,
     PurchaseRequest,
+    Row,
     SaleResult,
     Sell,
+    Upsert,
 )
 
 log = logging.getLogger("bazar.order")
@@ -90,8 +92,9 @@ class OrderService:
             self.limits.page_limit_default,
             self.limits.page_limit_max,
         )
+        unapplied = await self._committed_orders(None)
         page = machine.read_page(
-            self.process.store.reader, limit, request.query_params.get("after")
+            self.process.store.reader, limit, request.query_params.get("after"), unapplied
         )
         if page is None:
             raise InvalidRequest("`after` names no order")
@@ -100,10 +103,23 @@ class OrderService:
 
     async def _order(self, request: Request) -> Response:
         self.runtime.readable()
-        order = machine.read_order(self.process.store.reader, request.path_params["id"])
+        order_id = request.path_params["id"]
+        unapplied = await self._committed_orders({order_id})
+        order = machine.read_order(self.process.store.reader, order_id, unapplied)
         if order is None:
             raise NotFound("no such order")
         return json_response(OrderData(data=order))
+
+    async def _committed_orders(self, ids: set[int | str] | None) -> list[Row]:
+        """Orders that staged entries hold and the primary has committed (CRAQ, as for
+        books): a backup answers with every acknowledged order."""
+        entries = await self.runtime.committed_overlay("orders", ids)
+        return [
+            change.row
+            for entry in entries
+            for change in entry.changes
+            if isinstance(change, Upsert) and change.table == "orders"
+        ]
 
     # ---------------------------------------------------------------- purchases
 
