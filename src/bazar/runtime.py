@@ -19,9 +19,9 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from bazar.config import Cluster, Node
 from bazar.core.replica import AppendPlan, Replica
@@ -43,7 +43,7 @@ R = TypeVar("R")
 
 log = logging.getLogger("bazar.replication")
 
-CommitHook = Callable[[Entry], Awaitable[None]]
+CommitHook = Callable[[Entry], Coroutine[Any, Any, None]]
 
 
 class Deposed(Exception):
@@ -208,9 +208,10 @@ class ReplicaRuntime(Generic[C, R]):
         if entry is None:
             return results
         try:
-            await self._replicate(entry)
-            if self.before_commit is not None:
-                await self.before_commit(entry)
+            async with asyncio.TaskGroup() as group:  # both must finish before the COMMIT
+                group.create_task(self._replicate(entry))
+                if self.before_commit is not None:
+                    group.create_task(self.before_commit(entry))
         except BaseException as error:
             # The entry may be staged on some backups: this primary must never write another
             # entry at the same (epoch, seq), so it steps down until the view manager gives it
@@ -225,7 +226,7 @@ class ReplicaRuntime(Generic[C, R]):
                 entry.seq,
                 type(error).__name__,
             )
-            if isinstance(error, Deposed):
+            if isinstance(error, BaseExceptionGroup) and error.subgroup(Deposed) is not None:
                 raise Unavailable("this primary was deposed; retry") from None
             raise
         finally:
@@ -239,11 +240,9 @@ class ReplicaRuntime(Generic[C, R]):
 
         Raises: Deposed.
         """
-        backups = self.core.backups()
-        if backups:
-            async with asyncio.TaskGroup() as group:
-                for name in backups:
-                    group.create_task(self._replicate_to(name, entry))
+        async with asyncio.TaskGroup() as group:
+            for name in self.core.backups():
+                group.create_task(self._replicate_to(name, entry))
 
     async def _replicate_to(self, backup: str, entry: Entry) -> None:
         url = self.view_of(self.node.tier).url_of(backup) + "/internal/append"
