@@ -86,25 +86,31 @@ class Supervisor:
         self.stopping = True
 
     def start_all(self) -> bool:
-        """Start every child and wait until each listens. False if one died on the way."""
+        """Start every child and wait until the live ones listen. A child that dies on the
+        way is the supervision loop's business (restarted, or listed as down); only a front
+        end that never listens fails the start."""
         for child in self.children:
             child.start()
+        frontend = self.children[-1]
+        assert frontend.node.tier == "frontend"
         deadline = time.monotonic() + START_DEADLINE_S
         while time.monotonic() < deadline and not self.stopping:
-            if any(not child.alive() for child in self.children):
-                return False
-            if all(_listening(child.node) for child in self.children):
+            live = [child for child in self.children if child.alive()]
+            if frontend in live and all(_listening(child.node) for child in live):
                 return True
+            if self.restart:
+                self.tick(time.monotonic())
             time.sleep(POLL_S)
-        return False
+        return self.stopping or _listening(frontend.node)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         if not self.start_all():
             self.stop_all()
-            return 0 if self.stopping else 1
-        self.print_table()
+            return 1
+        if not self.stopping:
+            self.print_table()
         while not self.stopping:
             self.tick(time.monotonic())
             time.sleep(POLL_S)

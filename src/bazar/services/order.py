@@ -172,11 +172,14 @@ class OrderService:
         try:
             sale = await self._sell(request)
         except Refused as refused:
-            # Definitely not sold: forget the purchase, so that nothing sells it later on
-            # its own; the client's retry with the same key starts afresh.
-            await self.runtime.submit(
-                FinishPurchase(idempotency_key=request.idempotency_key, outcome="aborted")
-            )
+            if begin.status == "started":
+                # This was the only attempt and it definitely did not sell: forget the
+                # purchase, so that nothing sells it later on its own; a retry with the same
+                # key starts afresh. An earlier attempt (status pending) may still sell, so
+                # then the purchase stays pending for the recovery loop.
+                await self.runtime.submit(
+                    FinishPurchase(idempotency_key=request.idempotency_key, outcome="aborted")
+                )
             raise Unavailable(f"the catalog cannot take sales now: {refused.message}") from None
         if sale.status == "key_reused":
             return PurchaseReply(status="key_reused")
