@@ -29,6 +29,25 @@ def media_type(content_type: str | None) -> str | None:
     return content_type.split(";", 1)[0].strip().lower()
 
 
+def positive_id(text: str) -> int:
+    """Raises: InvalidRequest unless `text` is ASCII digits naming a positive int64."""
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidRequest(f"the id must be a positive integer, not {text!r}")
+    value = int(text)
+    if not 0 < value <= 2**63 - 1:
+        raise InvalidRequest(f"the id must be between 1 and 2^63-1, not {text}")
+    return value
+
+
+def page_limit(text: str | None, default: int, maximum: int) -> int:
+    """Raises: InvalidRequest unless `text` is an integer in 1..maximum."""
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= maximum:
+        raise InvalidRequest(f"limit must be an integer from 1 to {maximum}")
+    return int(text)
+
+
 def search_topic(topic: str, chars_max: int) -> str:
     """Raises: InvalidRequest for an empty, blank or too long topic."""
     if not topic or not topic.strip():

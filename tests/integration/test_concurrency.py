@@ -235,6 +235,39 @@ def wait_quiescent(cluster: Cluster) -> None:
     wait_until(lambda: quiescent(cluster), QUIESCENCE_DEADLINE_S, "replicas quiescent and equal")
 
 
+def identical_digests(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    """Wait until the replicas of each tier hold identical digests (`GET /internal/digest`:
+    every replicated table, idempotency records included, and the log position) with every
+    logged entry committed (`last_seq == commit_seq`); return one digest per tier.
+
+    Raises: AssertionError with the last digests seen when they do not agree in time."""
+    seen: dict[str, dict[str, Any]] = {}
+
+    def agree() -> bool:
+        for tier in TIERS:
+            seen[tier] = cluster.digests(tier)
+        return all(
+            len({json.dumps(digest, sort_keys=True) for digest in seen[tier].values()}) == 1
+            and all(digest["last_seq"] == digest["commit_seq"] for digest in seen[tier].values())
+            for tier in TIERS
+        )
+
+    try:
+        wait_until(agree, QUIESCENCE_DEADLINE_S, "identical replica digests")
+    except TimeoutError:
+        raise AssertionError(f"replica digests differ: {json.dumps(seen, indent=1)}") from None
+    by_tier = {}
+    for tier in TIERS:
+        assert len(seen[tier]) == 2, seen[tier]
+        by_tier[tier] = next(iter(seen[tier].values()))
+        assert by_tier[tier]["commit_seq"] > 0, (tier, by_tier[tier])
+    return by_tier
+
+
+def table_rows(digest: dict[str, Any]) -> dict[str, int]:
+    return {table: int(value["rows"]) for table, value in digest["tables"].items()}
+
+
 def wait_for_orders(cluster: Cluster, count: int) -> None:
     """Until every order replica holds at least `count` orders (a backup applies the last
     batch when the commit notice that follows it arrives)."""
@@ -341,6 +374,16 @@ def test_replicas_are_identical_at_quiescence_after_the_load(sold_out: SoldOut) 
         first, second = all_replica_orders(cluster).values()
         assert len(first) == SOLD_OUT_STOCK
         assert first == second
+
+        # Every replicated table, the idempotency records included, is identical, and so is
+        # the log position: one sale record per key (100 sold, 200 out of stock) on each
+        # catalog replica, one purchase record per key and 100 orders on each order replica.
+        digests = identical_digests(cluster)
+        assert table_rows(digests["catalog"]) == {"books": 2, "sales": SOLD_OUT_BUYERS}
+        assert table_rows(digests["order"]) == {
+            "purchases": SOLD_OUT_BUYERS,
+            "orders": SOLD_OUT_STOCK,
+        }
 
 
 # ---------------------------------------------------------------- 3: read after write
@@ -627,3 +670,14 @@ def test_mixed_concurrent_load_conserves_stock_and_is_linearizable(tmp_path: Pat
                     sold[book_id],
                     ledger.restocked[book_id],
                 )
+
+        # Identical replicas, idempotency records and log position included: every purchase
+        # reached the catalog (each was answered 200 or 409 out_of_stock), so each left one
+        # sale record there and one purchase record in the order tier.
+        digests = identical_digests(cluster)
+        purchases = sum(1 for op in ledger.history if op.kind == "buy")
+        assert table_rows(digests["catalog"]) == {"books": len(MIXED_STOCKS), "sales": purchases}
+        assert table_rows(digests["order"]) == {
+            "purchases": purchases,
+            "orders": len(ledger.confirmed),
+        }

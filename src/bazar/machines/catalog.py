@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS sales (
 );
 """
 
+COST_CENTS_MAX = 10**15
 TABLES: Mapping[str, str] = {"books": "id", "sales": "idempotency_key"}
 Result = SaleResult | UpdateResult
 
@@ -74,7 +75,7 @@ def cost_to_cents(cost: int | float) -> int | None:
     if isinstance(cost, bool) or cost < 0:
         return None
     exact = Decimal(repr(cost)) * 100
-    if exact != exact.to_integral_value() or exact > 10**15:
+    if exact != exact.to_integral_value() or exact > COST_CENTS_MAX:
         return None
     return int(exact)
 

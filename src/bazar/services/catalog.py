@@ -16,10 +16,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from bazar.config import Cluster, Node, Secrets
+from bazar.config import Cluster, Limits, Node, Secrets
 from bazar.errors import BazarError, InvalidRequest, NotFound
 from bazar.http_app import json_response
 from bazar.machines import catalog as machine
+from bazar.machines.catalog import COST_CENTS_MAX
+from bazar.request import idempotency_key, positive_id
 from bazar.services.replica import ReplicaProcess, decode_body
 from bazar.transport import TransportError
 from bazar.wire import (
@@ -50,14 +52,24 @@ def overlay_books(rows: dict[int, Row], entries: list[Entry]) -> None:
                     rows[book_id] = change.row
 
 
-def positive_id(text: str) -> int:
-    """Raises: InvalidRequest unless `text` is ASCII digits naming a positive int64."""
-    if not (text.isascii() and text.isdigit()):
-        raise InvalidRequest(f"the id must be a positive integer, not {text!r}")
-    value = int(text)
-    if not 0 < value <= 2**63 - 1:
-        raise InvalidRequest(f"the id must be between 1 and 2^63-1, not {text}")
-    return value
+def check_sell(command: Sell, limits: Limits) -> None:
+    """Internal writes are checked like public ones: a command the state machine cannot
+    execute must never reach a batch (it would fail every command batched with it).
+
+    Raises: InvalidRequest.
+    """
+    positive_id(str(command.book_id))
+    idempotency_key({"idempotency-key": command.idempotency_key}, limits.idempotency_key_chars_max)
+    if not 1 <= command.quantity <= limits.quantity_max:
+        raise InvalidRequest(f"the quantity must be an integer from 1 to {limits.quantity_max}")
+
+
+def check_update(command: UpdateBook, limits: Limits) -> None:
+    """Raises: InvalidRequest."""
+    if command.cost_cents is not None and not 0 <= command.cost_cents <= COST_CENTS_MAX:
+        raise InvalidRequest("cost_cents out of range")
+    if abs(command.stock_delta) > limits.stock_delta_abs_max:
+        raise InvalidRequest(f"|stock_delta| must be at most {limits.stock_delta_abs_max}")
 
 
 class CatalogService:
@@ -87,6 +99,7 @@ class CatalogService:
         routes: list[BaseRoute] = [
             Route("/books", internal(self._books), methods=["GET"]),
             Route("/books/{id}", internal(self._book), methods=["GET"]),
+            Route("/search", internal(self._search), methods=["GET"]),
             Route("/search/{topic:path}", internal(self._search), methods=["GET"]),
             Route("/internal/sell", internal(self._sell), methods=["POST"]),
             Route("/internal/books/{id}", internal(self._update), methods=["POST"]),
@@ -205,7 +218,9 @@ class CatalogService:
 
     async def _search(self, request: Request) -> Response:
         self.runtime.readable()
-        topic = request.path_params["topic"]
+        topic = request.path_params.get("topic") or request.query_params.get("topic", "")
+        if not topic:
+            raise InvalidRequest("a topic is required")
         version = self._version()
         rows = [
             row
@@ -218,10 +233,12 @@ class CatalogService:
 
     async def _sell(self, request: Request) -> Response:
         command = await decode_body(request, Sell, self.limits.request_bytes_max)
+        check_sell(command, self.limits)
         return json_response(await self.runtime.submit(command))
 
     async def _update(self, request: Request) -> Response:
         command = await decode_body(request, UpdateBook, self.limits.request_bytes_max)
         if command.book_id != positive_id(request.path_params["id"]):
             raise InvalidRequest("the body and the path name different books")
+        check_update(command, self.limits)
         return json_response(await self.runtime.submit(command))

@@ -41,9 +41,14 @@ from bazar.errors import (
 )
 from bazar.http_app import build_app, json_response, read_body, require_token
 from bazar.metrics import Metrics
-from bazar.request import idempotency_key, patch_command, purchase_quantity, search_topic
-from bazar.services.catalog import positive_id
-from bazar.services.order import page_limit
+from bazar.request import (
+    idempotency_key,
+    page_limit,
+    patch_command,
+    positive_id,
+    purchase_quantity,
+    search_topic,
+)
 from bazar.services.replica import decode_body
 from bazar.transport import Transport, TransportError
 from bazar.wire import (
@@ -127,6 +132,7 @@ class Frontend:
         self.balancer = RoundRobin()
         self.cache = Cache(entries_max=cluster.cache_entries_max, ttl_ms=cluster.cache_ttl_ms)
         self.cache_enabled = cluster.cache_enabled
+        self.known_books: set[int] = set()  # ids seen in replica answers: the catalog's size
         self.metrics = Metrics()
         self.metrics.watch_cache(self.cache)
         self.openapi = openapi.openapi_json()
@@ -264,6 +270,7 @@ class Frontend:
         if hit is not None:
             return hit
         reply = await self._read("catalog", path, VersionedBookList)
+        self.known_books.update(book.id for book in reply.data)
         body = encode(BookListData(data=reply.data))
         self._fill(key, body, reply.version, tuple(book.id for book in reply.data))
         return json_response(body)
@@ -273,7 +280,9 @@ class Frontend:
 
     async def _search(self, request: Request) -> Response:
         topic = search_topic(request.path_params["topic"], self.limits.topic_chars_max)
-        return await self._books_read(topic_key(topic), "/search/" + quote(topic, safe=""))
+        # As a query parameter: in a path, a topic of "." or ".." would be normalised away.
+        path = "/search?topic=" + quote(topic, safe="")
+        return await self._books_read(topic_key(topic), path)
 
     async def _info_all(self, request: Request) -> Response:
         return await self._books_read(LIST_KEY, "/books")
@@ -285,6 +294,7 @@ class Frontend:
         if hit is not None:
             return hit
         reply = await self._read("catalog", f"/books/{book_id}", VersionedBook)
+        self.known_books.add(book_id)
         body = encode(BookData(data=reply.data))
         self._fill(key, body, reply.version, (book_id,))
         return json_response(body)
@@ -333,6 +343,11 @@ class Frontend:
 
     async def _purchase_with_key(self, book_id: int, quantity: int, key: str) -> Response:
         """Raises: OutOfStock, IdempotencyKeyReused, NotFound, Unavailable."""
+        if book_id not in self.known_books:
+            # Books are never deleted: once seen, always there. An unknown id is answered
+            # 404 here, without replicated writes on the order tier.
+            await self._read("catalog", f"/books/{book_id}", VersionedBook)
+            self.known_books.add(book_id)
         purchase = PurchaseRequest(idempotency_key=key, book_id=book_id, quantity=quantity)
         try:
             reply = await self.transport.call(

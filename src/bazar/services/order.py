@@ -23,6 +23,7 @@ from bazar.config import Cluster, Node, Secrets
 from bazar.errors import BazarError, InvalidRequest, NotFound, NotPrimary, Refused, Unavailable
 from bazar.http_app import json_response
 from bazar.machines import order as machine
+from bazar.request import idempotency_key, page_limit, positive_id
 from bazar.services.replica import ReplicaProcess, decode_body
 from bazar.transport import TransportError
 from bazar.wire import (
@@ -49,15 +50,6 @@ def now_rfc3339() -> str:
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
     )
-
-
-def page_limit(text: str | None, default: int, maximum: int) -> int:
-    """Raises: InvalidRequest unless `text` is an integer in 1..maximum."""
-    if text is None:
-        return default
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= maximum:
-        raise InvalidRequest(f"limit must be an integer from 1 to {maximum}")
-    return int(text)
 
 
 class OrderService:
@@ -125,6 +117,12 @@ class OrderService:
 
     async def _purchase(self, request: Request) -> Response:
         purchase = await decode_body(request, PurchaseRequest, self.limits.request_bytes_max)
+        positive_id(str(purchase.book_id))
+        idempotency_key(
+            {"idempotency-key": purchase.idempotency_key}, self.limits.idempotency_key_chars_max
+        )
+        if not 1 <= purchase.quantity <= self.limits.quantity_max:
+            raise InvalidRequest(f"the quantity must be from 1 to {self.limits.quantity_max}")
         return json_response(await self.purchase(purchase))
 
     async def purchase(self, request: PurchaseRequest) -> PurchaseReply:

@@ -7,9 +7,11 @@ values as str only. Here a request carries exactly the headers it is given (raw 
 non-ASCII, control characters) and its body is sent with Content-Length or chunked without it.
 
 `snapshot` reads the committed state of every replica (books on each catalog replica, orders
-on each order replica) with the cluster secret, so that a test can check that a request
-"changes nothing": the snapshot after it equals the one before (`settled_snapshot`, taken
-once the replicas agree).
+on each order replica) and every replica's digest (each replicated table, idempotency records
+included, and the log position `last_seq`, `commit_seq`) with the cluster secret, so that a
+test can check that a request "changes nothing": the snapshot after it equals the one before
+(`settled_snapshot`, taken once the replicas agree). A request that changes no row but writes
+a log entry (e.g. records and then forgets an idempotency key) changes the snapshot too.
 
 `assert_error` checks the one shape of every error answer (SPEC §8).
 """
@@ -96,14 +98,21 @@ def assert_error(reply: Reply, status: int, code: str) -> None:
     assert body["error"]["message"].strip(), body
 
 
+DIGESTS = "digests"
+"""The key of `snapshot`'s digests: `{replica name: digest}`, beside the replicas' reads."""
+
+
 def snapshot(
     cluster: Cluster, strict: bool = True, *, replicas: int | None = None
 ) -> dict[str, Any]:
-    """The committed state of every replica, read with the cluster secret, by replica name.
-    Not `strict`: a replica that does not serve reads (yet) is recorded as its error instead.
+    """The committed state of every replica, read with the cluster secret, by replica name,
+    and under `DIGESTS` every replica's digest (`GET /internal/digest`: every replicated table
+    and the log position), by replica name.
+    Not `strict`: a replica that does not answer (yet) is recorded as its error instead.
     With `replicas`: there are exactly that many replicas in all."""
     info = cluster.cluster_info()
     state: dict[str, Any] = {}
+    digests: dict[str, Any] = {}
     reads = [(r, "/books") for r in info["catalog"]["replicas"]]
     reads += [(r, "/orders?limit=1000") for r in info["order"]["replicas"]]
     for replica, path in reads:
@@ -112,25 +121,42 @@ def snapshot(
         state[replica["name"]] = body if status != 200 else body["data"]
         if path.startswith("/orders") and status == 200:
             assert body["next"] is None, "more than 1000 orders in one test module"
+        status, body = cluster.internal("GET", replica["url"], "/internal/digest")
+        assert status == 200 or not strict, (replica["name"], "digest", status, body)
+        digests[replica["name"]] = {"status": status, "error": body} if status != 200 else body
     if replicas is not None:
         assert len(state) == replicas
+    state[DIGESTS] = digests
     return state
+
+
+def _tier_agrees(state: dict[str, Any], tier: str) -> bool:
+    """Every replica of `tier` served its read and its digest, and all are equal."""
+    names = [name for name in state if name.startswith(tier + "-")]
+    reads = [state[name] for name in names]
+    digests = [state[DIGESTS][name] for name in names]
+    if not all(isinstance(read, list) for read in reads):
+        return False  # an error body (or none): a replica that does not serve reads yet
+    if any("error" in digest for digest in digests):
+        return False
+    if any(digest["last_seq"] != digest["commit_seq"] for digest in digests):
+        return False  # an entry staged but not known committed: not quiescent
+    return all(
+        len({json.dumps(value, sort_keys=True) for value in values}) == 1
+        for values in (reads, digests)
+    )
 
 
 def settled_snapshot(cluster: Cluster, *, replicas: int | None = None) -> dict[str, Any]:
     """`snapshot` once every replica serves reads and the replicas of each tier agree
-    (quiescence, SPEC §3.3)."""
+    (quiescence, SPEC §3.3): the same reads, the same digests (tables and log position),
+    everything logged committed."""
     taken: list[dict[str, Any]] = []
 
     def agree() -> bool:
         state = snapshot(cluster, strict=False, replicas=replicas)
         taken[:] = [state]
-        if any(isinstance(value, dict) for value in state.values()):
-            return False  # an error body: a replica that does not serve reads yet
-        return all(
-            len({json.dumps(v, sort_keys=True) for k, v in state.items() if k.startswith(t)}) == 1
-            for t in ("catalog", "order")
-        )
+        return all(_tier_agrees(state, tier) for tier in ("catalog", "order"))
 
     wait_until(agree, 10.0, "replicas of each tier serve reads and hold the same state")
     return taken[0]
