@@ -248,8 +248,9 @@ class Frontend:
                 raise
             except (TransportError, BazarError) as error:
                 self.metrics.backend_reads.labels(tier, "failed").inc()
+                if self.views.state(tier, name) != "down":
+                    log.warning("transition=replica_skipped node=%s error=%s", name, error)
                 self.views.on_failure(tier, name)
-                log.info("read %s from %s failed: %s", path, name, error)
         raise Unavailable(f"no {tier} replica could answer")
 
     def _cached(self, key: str) -> Response | None:
