@@ -10,59 +10,17 @@ reading books, topics and the list in a loop; the nemesis acts on the replica's 
 from __future__ import annotations
 
 import os
-import random
 import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from bazar.testing.cluster import Cluster, wait_until
+from bazar.testing.workload import ReadLoad, read_load
 
 CLIENTS = 8
 PATHS = ["/info/1", "/info/4", "/info/7", "/info", "/search/distributed", "/search/school"]
-
-
-class ReadLoad:
-    """CLIENTS threads reading until stopped; counts reads and keeps every failure."""
-
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self.stopped = threading.Event()
-        self.reads = 0
-        self.failures: list[tuple[str, int, bytes]] = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(n,)) for n in range(CLIENTS)]
-
-    def _run(self, seed: int) -> None:
-        rng = random.Random(seed)
-        while not self.stopped.is_set():
-            path = rng.choice(PATHS)
-            status, _, body = self.cluster.request("GET", path, timeout_s=10)
-            with self.lock:
-                self.reads += 1
-                if status != 200:
-                    self.failures.append((path, status, body[:200]))
-
-    def count(self) -> int:
-        with self.lock:
-            return self.reads
-
-
-@contextmanager
-def read_load(cluster: Cluster) -> Iterator[ReadLoad]:
-    load = ReadLoad(cluster)
-    for thread in load.threads:
-        thread.start()
-    try:
-        yield load
-    finally:
-        load.stopped.set()
-        for thread in load.threads:
-            thread.join(timeout=30)
 
 
 def replica(cluster: Cluster, name: str) -> dict[str, object]:
@@ -93,7 +51,7 @@ def test_kill_9_of_a_catalog_replica_fails_no_read(tmp_path: Path, name: str) ->
             "both catalog replicas serving",
         )
         pid = int(str(replica(cluster, name)["pid"]))
-        with read_load(cluster) as load:
+        with read_load(cluster, PATHS, CLIENTS) as load:
             reads_go_on(load, 200)
             os.kill(pid, signal.SIGKILL)
             reads_go_on(load, 500)
@@ -111,7 +69,7 @@ def test_sigstop_of_a_catalog_replica_for_3_s_fails_no_read(tmp_path: Path) -> N
     with Cluster(tmp_path / "c", no_cache=True) as cluster:
         wait_until(lambda: serving(cluster, "catalog-2"), 10, "catalog-2 serving")
         pid = int(str(replica(cluster, "catalog-2")["pid"]))
-        with read_load(cluster) as load:
+        with read_load(cluster, PATHS, CLIENTS) as load:
             reads_go_on(load, 200)
             os.kill(pid, signal.SIGSTOP)
             try:

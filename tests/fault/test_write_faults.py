@@ -55,6 +55,7 @@ import pytest
 
 from bazar.testing.cluster import Cluster, wait_until
 from bazar.testing.history import History, Outcome
+from bazar.testing.workload import ReadLoad, write_catalog
 
 STOCKS = {1: 1_000_000, 2: 1_000_000, 3: 1_000_000}
 TOPIC = "Write Faults"
@@ -267,15 +268,6 @@ def purchase_load(
 # ---------------------------------------------------------------- the cluster
 
 
-def write_catalog(path: Path) -> Path:
-    books = [
-        {"id": book_id, "title": f"Book {book_id}", "topic": TOPIC, "stock": stock, "cost": 10}
-        for book_id, stock in sorted(STOCKS.items())
-    ]
-    path.write_text(json.dumps(books))
-    return path
-
-
 @contextlib.contextmanager
 def fault_cluster(
     directory: Path, ledger: Ledger, *, restart: bool, no_cache: bool = False
@@ -283,7 +275,7 @@ def fault_cluster(
     """A fresh 2+2 cluster whose catalog is STOCKS, every replica in sync; on failure its
     logs are printed (pytest shows them) and the history is kept in `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
-    catalog = write_catalog(directory / "catalog.json")
+    catalog = write_catalog(directory / "catalog.json", STOCKS, TOPIC)
     cluster = Cluster(
         directory / "cluster", restart=restart, catalog_file=catalog, no_cache=no_cache
     )
@@ -662,36 +654,6 @@ def test_sigstop_of_the_catalog_backup_refuses_writes_and_each_retried_key_sells
 
 
 # ---------------------------------------------------------------- 4: dead backup, no restart
-
-
-class ReadLoad:
-    """Threads reading books that no purchase touches, counting failures."""
-
-    def __init__(self, cluster: Cluster, paths: Sequence[str], clients: int) -> None:
-        self.cluster = cluster
-        self.paths = list(paths)
-        self.stopped = threading.Event()
-        self.lock = threading.Lock()
-        self.reads = 0
-        self.failures: list[tuple[str, int, bytes]] = []
-        self.threads = [threading.Thread(target=self._run, args=(n,)) for n in range(clients)]
-
-    def _run(self, seed: int) -> None:
-        rng = random.Random(seed)
-        while not self.stopped.is_set():
-            path = rng.choice(self.paths)
-            try:
-                status, _, body = self.cluster.request("GET", path, timeout_s=CLIENT_TIMEOUT_S)
-            except (OSError, http.client.HTTPException) as error:
-                status, body = 0, repr(error).encode()
-            with self.lock:
-                self.reads += 1
-                if status != 200:
-                    self.failures.append((path, status, body[:200]))
-
-    def count(self) -> int:
-        with self.lock:
-            return self.reads
 
 
 @contextlib.contextmanager

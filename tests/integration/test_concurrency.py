@@ -27,6 +27,7 @@ import pytest
 from bazar.testing import checker
 from bazar.testing.cluster import Cluster, wait_until
 from bazar.testing.history import History
+from bazar.testing.workload import write_catalog
 
 CLIENT_TIMEOUT_S = 30.0
 QUIESCENCE_DEADLINE_S = 5.0
@@ -37,20 +38,11 @@ TOPIC = "Concurrency Testing"
 # ---------------------------------------------------------------- clusters
 
 
-def write_catalog(path: Path, stocks: Mapping[int, int]) -> Path:
-    books = [
-        {"id": book_id, "title": f"Book {book_id}", "topic": TOPIC, "stock": stock, "cost": 10}
-        for book_id, stock in sorted(stocks.items())
-    ]
-    path.write_text(json.dumps(books))
-    return path
-
-
 @contextlib.contextmanager
 def cluster_with(directory: Path, stocks: Mapping[int, int]) -> Iterator[Cluster]:
     """A fresh 2+2 cluster whose catalog is exactly `stocks`; its logs are printed on failure."""
     directory.mkdir(parents=True, exist_ok=True)
-    catalog = write_catalog(directory / "catalog.json", stocks)
+    catalog = write_catalog(directory / "catalog.json", stocks, TOPIC)
     with Cluster(directory / "cluster", catalog_file=catalog) as cluster, reporting(cluster):
         # /health needs only the primaries; the tests also read every backup directly.
         wait_until(lambda: all_in_sync(cluster), QUIESCENCE_DEADLINE_S, "every replica in sync")
