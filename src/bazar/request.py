@@ -20,6 +20,7 @@ _purchase_decoder = msgspec.json.Decoder(PurchaseBody)
 _patch_decoder = msgspec.json.Decoder(BookPatch)
 
 FORM = "application/x-www-form-urlencoded"
+INT64_DIGITS = 19  # checked before int(), which refuses more than 4,300 digits
 JSON = "application/json"
 
 
@@ -32,20 +33,21 @@ def media_type(content_type: str | None) -> str | None:
 def positive_id(text: str) -> int:
     """Raises: InvalidRequest unless `text` is ASCII digits naming a positive int64."""
     if not (text.isascii() and text.isdigit()):
-        raise InvalidRequest(f"the id must be a positive integer, not {text!r}")
-    value = int(text)
-    if not 0 < value <= 2**63 - 1:
-        raise InvalidRequest(f"the id must be between 1 and 2^63-1, not {text}")
-    return value
+        raise InvalidRequest(f"the id must be a positive integer, not {text[:40]!r}")
+    digits = text.lstrip("0")
+    if not digits or len(digits) > INT64_DIGITS or int(digits) > 2**63 - 1:
+        raise InvalidRequest(f"the id must be between 1 and 2^63-1, not {text[:40]}")
+    return int(digits)
 
 
 def page_limit(text: str | None, default: int, maximum: int) -> int:
     """Raises: InvalidRequest unless `text` is an integer in 1..maximum."""
     if text is None:
         return default
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= maximum:
+    digits = text.lstrip("0") if text.isascii() and text.isdigit() else ""
+    if not digits or len(digits) > INT64_DIGITS or not 1 <= int(digits) <= maximum:
         raise InvalidRequest(f"limit must be an integer from 1 to {maximum}")
-    return int(text)
+    return int(digits)
 
 
 def search_topic(topic: str, chars_max: int) -> str:

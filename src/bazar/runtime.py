@@ -17,11 +17,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any, Generic, TypeVar
+
+import msgspec
 
 from bazar.config import Cluster, Node
 from bazar.core.replica import AppendPlan, Replica
@@ -36,7 +39,16 @@ from bazar.storage import (
     stage_entries,
 )
 from bazar.transport import Transport, TransportError
-from bazar.wire import Append, AppendReply, CommitPoint, Entry, Heartbeat, ReplicaStatus, View
+from bazar.wire import (
+    Append,
+    AppendReply,
+    CommitPoint,
+    Entry,
+    Heartbeat,
+    Invalidate,
+    ReplicaStatus,
+    View,
+)
 
 C = TypeVar("C")
 R = TypeVar("R")
@@ -86,7 +98,9 @@ class ReplicaRuntime(Generic[C, R]):
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._batch_task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.before_commit: CommitHook | None = None
+        self.invalidating: Invalidate | None = None
         self.stalled_since: float | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -95,6 +109,7 @@ class ReplicaRuntime(Generic[C, R]):
         self._batch_task = asyncio.create_task(self._batch_loop(), name="batch-loop")
 
     async def stop(self) -> None:
+        self._stopping = True
         tasks = [*self._tasks, *([self._batch_task] if self._batch_task else [])]
         for task in tasks:
             task.cancel()
@@ -118,10 +133,10 @@ class ReplicaRuntime(Generic[C, R]):
         view = heartbeat.views.get(self.node.tier)
         self.views = dict(heartbeat.views)
         if view is None:
-            return self.core.status()
+            return self.status()
         if view.epoch == self.core.epoch and not self.core.staged:
             self.core.install_view(view)  # same epoch: nothing to persist, no need to wait
-            return self.core.status()
+            return self.status()
         async with self._lock:
             before = (self.core.role, self.core.epoch)
             if view.epoch > self.core.epoch:
@@ -139,7 +154,10 @@ class ReplicaRuntime(Generic[C, R]):
                 after[0],
             )
             self._wakeup.set()
-        return self.core.status()
+        return self.status()
+
+    def status(self) -> ReplicaStatus:
+        return msgspec.structs.replace(self.core.status(), invalidating=self.invalidating)
 
     def view_of(self, tier: str) -> View:
         """Raises: Unavailable before the front end has announced that tier's view."""
@@ -169,7 +187,7 @@ class ReplicaRuntime(Generic[C, R]):
         return await asyncio.shield(future)
 
     async def _batch_loop(self) -> None:
-        while True:
+        while not self._stopping:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
@@ -184,6 +202,11 @@ class ReplicaRuntime(Generic[C, R]):
         try:
             async with self._lock:
                 results = await self._execute(commands)
+        except asyncio.CancelledError:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(Unavailable("the replica is stopping"))
+            raise
         except Exception as error:
             failure = error if isinstance(error, NotPrimary | Unavailable | Refused) else None
             if failure is None:
@@ -217,6 +240,7 @@ class ReplicaRuntime(Generic[C, R]):
             # entry at the same (epoch, seq), so it steps down until the view manager gives it
             # a new epoch (replica rule 4).
             await asyncio.shield(self.store.write(rollback_batch))
+            self.invalidating = None
             core.step_down()
             log.warning(
                 "transition=step_down tier=%s node=%s epoch=%d seq=%d reason=%s",
@@ -231,7 +255,17 @@ class ReplicaRuntime(Generic[C, R]):
             raise
         finally:
             self.stalled_since = None
-        await self.store.write(commit_batch)
+        try:
+            await self.store.write(commit_batch)
+        except Exception:
+            # The outcome on disk is unknown; never write (epoch, seq) again (rule 4).
+            with contextlib.suppress(sqlite3.Error):
+                await self.store.write(rollback_batch)
+            core.step_down()
+            log.exception("transition=step_down reason=commit_failed seq=%d", entry.seq)
+            raise Unavailable("the write could not be committed") from None
+        finally:
+            self.invalidating = None
         core.on_commit(entry)
         return results
 
@@ -262,7 +296,7 @@ class ReplicaRuntime(Generic[C, R]):
                 if not failing:
                     log.warning("transition=backup_unreachable node=%s error=%s", backup, error)
                     failing = True
-                    self.stalled_since = self.stalled_since or time.monotonic()
+                self.note_stall()
                 await asyncio.sleep(self.limits.replicate_retry_ms / 1000)
                 continue
             if failing:
@@ -274,6 +308,19 @@ class ReplicaRuntime(Generic[C, R]):
             if verdict == "deposed":
                 raise Deposed()
             entries, prev_epoch = self._catch_up_entries(backup, entry)
+
+    def note_stall(self) -> None:
+        """The batch in flight waits for a peer that does not answer (a backup, or the front
+        end for an invalidation). Past `stall_ms_max`, new writes are refused and so are the
+        queued ones: none of them has been executed, so the refusal is definite."""
+        now = time.monotonic()
+        if self.stalled_since is None:
+            self.stalled_since = now
+        elif now - self.stalled_since > self.limits.stall_ms_max / 1000 and self._queue:
+            queued, self._queue = self._queue, []
+            for _, future in queued:
+                if not future.done():
+                    future.set_exception(Refused("a peer is unreachable; writes wait for it"))
 
     def _catch_up_entries(self, backup: str, entry: Entry) -> tuple[list[Entry], int]:
         first = self.core.resend_from(backup)

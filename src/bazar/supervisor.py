@@ -95,13 +95,15 @@ class Supervisor:
         assert frontend.node.tier == "frontend"
         deadline = time.monotonic() + START_DEADLINE_S
         while time.monotonic() < deadline and not self.stopping:
+            if not frontend.alive():
+                return False  # e.g. its port is taken: nothing to serve, say so
             live = [child for child in self.children if child.alive()]
-            if frontend in live and all(_listening(child.node) for child in live):
+            if all(_listening(child.node) for child in live):
                 return True
             if self.restart:
                 self.tick(time.monotonic())
             time.sleep(POLL_S)
-        return self.stopping or _listening(frontend.node)
+        return self.stopping
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)

@@ -265,6 +265,9 @@ class ReplicaStatus(Struct, frozen=True):
     last_seq: int
     last_epoch: int
     commit_seq: int
+    invalidating: Invalidate | None = None
+    """A catalog primary's write between its invalidation and its COMMIT: a front end that
+    restarted meanwhile learns it here, before it fills its cache."""
 
 
 # ---------------------------------------------------------------- catalog commands

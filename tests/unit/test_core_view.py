@@ -55,7 +55,19 @@ def test_state_follows_heartbeats() -> None:
     assert views.state("catalog", "catalog-2") == "down"
     views.on_status("catalog", status("catalog-2"), 0)
     assert views.state("catalog", "catalog-2") == "in_sync"
-    views.on_failure("catalog", "catalog-2")
+    views.on_failure("catalog", "catalog-2", definite=True)
+    assert views.state("catalog", "catalog-2") == "down"
+
+
+def test_a_replica_that_times_out_is_down_only_after_three_misses_in_a_row() -> None:
+    views = manager()
+    views.on_status("catalog", status("catalog-2"), 0)
+    views.on_failure("catalog", "catalog-2", definite=False)
+    views.on_failure("catalog", "catalog-2", definite=False)
+    assert views.state("catalog", "catalog-2") == "in_sync"
+    views.on_status("catalog", status("catalog-2"), 1)  # an answer resets the count
+    for _ in range(3):
+        views.on_failure("catalog", "catalog-2", definite=False)
     assert views.state("catalog", "catalog-2") == "down"
 
 

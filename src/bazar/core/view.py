@@ -19,6 +19,7 @@ from typing import Literal
 from bazar.wire import Member, ReplicaStatus, View
 
 State = Literal["in_sync", "catching_up", "down"]
+MISSES_MAX = 3
 
 
 @dataclass(slots=True)
@@ -28,6 +29,7 @@ class Health:
     status: ReplicaStatus | None = None
     up: bool = False
     last_ok_ms: int = 0
+    misses: int = 0
 
 
 def initial_view(tier: Literal["catalog", "order"], members: tuple[Member, ...]) -> View:
@@ -58,13 +60,19 @@ class ViewManager:
         health = self.health[tier][status.name]
         health.status = status
         health.up = True
+        health.misses = 0
         health.last_ok_ms = now_ms
         if status.name == view.primary and status.boot_epoch >= view.epoch:
             return self._next_view(view)
         return None
 
-    def on_failure(self, tier: str, name: str) -> None:
-        self.health[tier][name].up = False
+    def on_failure(self, tier: str, name: str, *, definite: bool) -> None:
+        """A heartbeat or read failed. A refused connection is down at once; a timeout only
+        after `MISSES_MAX` in a row (a busy replica is not a dead one)."""
+        health = self.health[tier][name]
+        health.misses += 1
+        if definite or health.misses >= MISSES_MAX:
+            health.up = False
 
     def _next_view(self, view: View) -> View:
         new = View(

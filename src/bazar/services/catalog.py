@@ -113,11 +113,11 @@ class CatalogService:
         return self.process.app(routes)
 
     async def _invalidate(self, entry: Entry) -> None:
-        """Between replication and COMMIT: the front end drops what shows the books this entry
-        changes and will refuse any fill older than it, so no read that starts after the
-        COMMIT can find the old value in the cache. Retried until the front end answers (a
-        restarted front end answers with an empty cache): acknowledging first could leave a
-        stale entry behind."""
+        """In parallel with replication, before COMMIT: the front end drops what shows the
+        books this entry changes and refuses any fill older than it, so no read that starts
+        after the COMMIT can find the old value in the cache. Retried until the front end
+        answers; until the COMMIT the heartbeat status repeats it too, for a front end that
+        restarts meanwhile (its cache fills only after it has heard it)."""
         books = tuple(
             sorted(
                 {
@@ -130,6 +130,7 @@ class CatalogService:
         if not books:
             return
         message = Invalidate(books=books, version=(entry.epoch, entry.seq))
+        self.runtime.invalidating = message  # also told in heartbeats until the COMMIT
         delay_ms = self.limits.replicate_retry_ms
         failing = False
         while True:
@@ -145,6 +146,7 @@ class CatalogService:
                 if not failing:
                     log.warning("transition=frontend_unreachable error=%s", error)
                     failing = True
+                self.runtime.note_stall()
                 await asyncio.sleep(delay_ms / 1000)
                 delay_ms = min(2 * delay_ms, self.limits.invalidate_retry_ms_max)
                 continue

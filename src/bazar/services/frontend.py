@@ -127,11 +127,14 @@ class Frontend:
         self.limits = cluster.limits
         self.secrets = secrets
         self.transport = Transport(secrets.cluster_secret)
+        # Heartbeats have their own connections: a pool full of purchases must not starve them.
+        self.heartbeats = Transport(secrets.cluster_secret)
         self.view_store = ViewStore(Path(cluster.data_dir) / "frontend" / "views.json")
         self.views = ViewManager(self.view_store.load(cluster))
         self.balancer = RoundRobin()
         self.cache = Cache(entries_max=cluster.cache_entries_max, ttl_ms=cluster.cache_ttl_ms)
         self.cache_enabled = cluster.cache_enabled
+        self.cache_ready = False  # until the catalog primary has told us its open write
         self.known_books: set[int] = set()  # ids seen in replica answers: the catalog's size
         self.metrics = Metrics()
         self.metrics.watch_cache(self.cache)
@@ -164,6 +167,7 @@ class Frontend:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.transport.start()
+        await self.heartbeats.start()
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop())
         try:
             yield
@@ -172,13 +176,17 @@ class Frontend:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat_task
             await self.transport.close()
+            await self.heartbeats.close()
 
     # ---------------------------------------------------------------- heartbeats and views
 
     async def _heartbeat_loop(self) -> None:
         while True:
             started = time.monotonic()
-            await self.heartbeat_once()
+            try:
+                await self.heartbeat_once()
+            except Exception:
+                log.exception("heartbeat round failed")
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(0.0, self.limits.heartbeat_ms / 1000 - elapsed))
 
@@ -193,16 +201,25 @@ class Frontend:
 
     async def _heartbeat(self, tier: str, name: str, url: str, message: Heartbeat) -> None:
         try:
-            status = await self.transport.call(
+            status = await self.heartbeats.call(
                 "POST",
                 url + "/internal/heartbeat",
                 ReplicaStatus,
                 body=message,
                 timeout_ms=self.limits.heartbeat_timeout_ms,
             )
-        except (TransportError, BazarError):
-            self.views.on_failure(tier, name)
+        except TransportError as error:
+            self.views.on_failure(tier, name, definite=error.definite)
             return
+        except BazarError:
+            self.views.on_failure(tier, name, definite=True)
+            return
+        if tier == "catalog" and name == self.views.views[tier].primary:
+            if status.invalidating is not None:
+                # A write between its invalidation and its COMMIT, perhaps sent to a front
+                # end that died since: apply it before this one fills anything.
+                self.cache.invalidate(status.invalidating.books, status.invalidating.version)
+            self.cache_ready = True
         async with self._view_lock:
             new_view = self.views.on_status(tier, status, _monotonic_ms())
             if new_view is None:
@@ -248,9 +265,10 @@ class Frontend:
                 raise
             except (TransportError, BazarError) as error:
                 self.metrics.backend_reads.labels(tier, "failed").inc()
-                if self.views.state(tier, name) != "down":
-                    log.warning("transition=replica_skipped node=%s error=%s", name, error)
-                self.views.on_failure(tier, name)
+                if isinstance(error, TransportError):  # unreachable: skip it until it answers
+                    if self.views.state(tier, name) != "down":
+                        log.warning("transition=replica_skipped node=%s error=%s", name, error)
+                    self.views.on_failure(tier, name, definite=True)
         raise Unavailable(f"no {tier} replica could answer")
 
     def _cached(self, key: str) -> Response | None:
@@ -262,7 +280,7 @@ class Frontend:
     def _fill(
         self, key: str, body: bytes, version: tuple[int, int], books: tuple[int, ...]
     ) -> None:
-        if self.cache_enabled:
+        if self.cache_enabled and self.cache_ready:
             self.cache.fill(key, body, version, books, _monotonic_ms())
 
     async def _books_read(self, key: str, path: str) -> Response:

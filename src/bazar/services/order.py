@@ -84,10 +84,13 @@ class OrderService:
             self.limits.page_limit_default,
             self.limits.page_limit_max,
         )
-        unapplied = await self._committed_orders(None)
-        page = machine.read_page(
-            self.process.store.reader, limit, request.query_params.get("after"), unapplied
-        )
+        after = request.query_params.get("after")
+        page = machine.read_page(self.process.store.reader, limit, after, [])
+        if page is None or page[1] is None:
+            # The page reaches past what is applied here: committed orders staged on this
+            # replica may belong to it (a full page never needs the primary).
+            unapplied = await self._committed_orders(None)
+            page = machine.read_page(self.process.store.reader, limit, after, unapplied)
         if page is None:
             raise InvalidRequest("`after` names no order")
         orders, next_id = page
@@ -174,25 +177,35 @@ class OrderService:
                 # This was the only attempt and it definitely did not sell: forget the
                 # purchase, so that nothing sells it later on its own; a retry with the same
                 # key starts afresh. An earlier attempt (status pending) may still sell, so
-                # then the purchase stays pending for the recovery loop.
-                await self.runtime.submit(
-                    FinishPurchase(idempotency_key=request.idempotency_key, outcome="aborted")
-                )
+                # then the purchase stays pending for the recovery loop, as it does if this
+                # very forgetting fails.
+                await self._forget(request.idempotency_key)
             raise Unavailable(f"the catalog cannot take sales now: {refused.message}") from None
         if sale.status == "key_reused":
             return PurchaseReply(status="key_reused")
-        finish: FinishResult = await self.runtime.submit(
-            FinishPurchase(
-                idempotency_key=request.idempotency_key,
-                outcome=sale.status,
-                unit_cost_cents=sale.unit_cost_cents,
-                order_id=uuid.uuid4().hex,
+        try:
+            finish: FinishResult = await self.runtime.submit(
+                FinishPurchase(
+                    idempotency_key=request.idempotency_key,
+                    outcome=sale.status,
+                    unit_cost_cents=sale.unit_cost_cents,
+                    order_id=uuid.uuid4().hex,
+                )
             )
-        )
+        except Refused:
+            # The sale happened; the order is recorded later by the recovery loop.
+            raise Unavailable("the order will be recorded shortly; retry with the key") from None
         if finish.status == "completed":
             log.info("bought book %s", sale.title)
         assert finish.status != "aborted"
         return PurchaseReply(status=finish.status, order=finish.order, title=sale.title)
+
+    async def _forget(self, key: str) -> None:
+        """Raises: Unavailable (the purchase stays pending)."""
+        try:
+            await self.runtime.submit(FinishPurchase(idempotency_key=key, outcome="aborted"))
+        except (Refused, NotPrimary) as error:
+            raise Unavailable(f"the purchase stays pending: {error.message}") from None
 
     async def _sell(self, request: PurchaseRequest) -> SaleResult:
         """The catalog sale under the same key (it deduplicates, so retrying is safe).
