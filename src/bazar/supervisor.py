@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -53,6 +54,16 @@ def _listening(node: Node) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((node.host, node.port)) == 0
+
+
+def _serves(node: Node) -> bool:
+    """Our front end answers HTTP; a foreign process that holds its port does not count."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+    try:
+        with opener.open(node.url + "/openapi.json", timeout=0.5) as response:
+            return bool(response.status == 200)
+    except (OSError, ValueError):
+        return False
 
 
 class Supervisor:
@@ -98,7 +109,7 @@ class Supervisor:
             if not frontend.alive():
                 return False  # e.g. its port is taken: nothing to serve, say so
             live = [child for child in self.children if child.alive()]
-            if all(_listening(child.node) for child in live):
+            if all(_listening(child.node) for child in live) and _serves(frontend.node):
                 return True
             if self.restart:
                 self.tick(time.monotonic())

@@ -1189,3 +1189,19 @@ def test_secret_files_are_private_and_distinct(cluster: Cluster) -> None:
     assert secret != token
     assert len(secret) >= 16
     assert len(token) >= 16
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/info/" + "9" * 5000, 422),
+        ("/orders?limit=" + "1" * 5000, 422),
+        ("/info/" + "0" * 4500 + "1", 200),
+    ],
+    ids=["id-5000-digits", "limit-5000-digits", "id-4500-leading-zeros"],
+)
+def test_numbers_longer_than_int_parsing_allows_are_clean_answers(
+    cluster: Cluster, path: str, status: int
+) -> None:
+    got, body = cluster.json("GET", path)
+    assert got == status, body
