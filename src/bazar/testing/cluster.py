@@ -8,6 +8,7 @@ is by process group (SIGTERM, then SIGKILL). Logs are kept in the data dir for f
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import random
@@ -177,8 +178,8 @@ class Cluster:
         base: str | None = None,
         timeout_s: float = 10.0,
     ) -> tuple[int, dict[str, str], bytes]:
-        """One HTTP request (status, headers with lower-case names, body); never raises on
-        an HTTP error status. Raises: OSError when nothing answers."""
+        """One HTTP request (status, headers with lower-case names, body); never raises: an
+        HTTP error is its status, no answer at all (refused, reset, timeout) is status 0."""
         request = urllib.request.Request(
             (base or self.url) + path, data=body, method=method, headers=headers or {}
         )
@@ -188,7 +189,7 @@ class Cluster:
         except urllib.error.HTTPError as error:
             with error:
                 return error.code, _lower(error.headers.items()), error.read()
-        except urllib.error.URLError:
+        except (OSError, http.client.HTTPException):  # URLError, resets: nothing answered
             return 0, {}, b""
 
     def json(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
