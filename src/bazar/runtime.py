@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -239,9 +238,11 @@ class ReplicaRuntime(Generic[C, R]):
             # The entry may be staged on some backups: this primary must never write another
             # entry at the same (epoch, seq), so it steps down until the view manager gives it
             # a new epoch (replica rule 4).
-            await asyncio.shield(self.store.write(rollback_batch))
-            self.invalidating = None
-            core.step_down()
+            try:
+                await asyncio.shield(self.store.write(rollback_batch))
+            finally:
+                self.invalidating = None
+                core.step_down()
             log.warning(
                 "transition=step_down tier=%s node=%s epoch=%d seq=%d reason=%s",
                 self.node.tier,
@@ -258,12 +259,11 @@ class ReplicaRuntime(Generic[C, R]):
         try:
             await self.store.write(commit_batch)
         except Exception:
-            # The outcome on disk is unknown; never write (epoch, seq) again (rule 4).
-            with contextlib.suppress(sqlite3.Error):
-                await self.store.write(rollback_batch)
-            core.step_down()
-            log.exception("transition=step_down reason=commit_failed seq=%d", entry.seq)
-            raise Unavailable("the write could not be committed") from None
+            # Whether the entry is on disk is unknown, and memory cannot be made to agree:
+            # restart from the disk (the supervisor does it; the boot epoch rule then forces
+            # a new epoch, so this (epoch, seq) is never written again).
+            log.critical("transition=exit reason=commit_failed seq=%d", entry.seq, exc_info=True)
+            os._exit(1)
         finally:
             self.invalidating = None
         core.on_commit(entry)

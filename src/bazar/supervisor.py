@@ -7,6 +7,7 @@ also stops them. Each child logs to `<data-dir>/logs/<name>.log`.
 
 from __future__ import annotations
 
+import http.client
 import signal
 import socket
 import subprocess
@@ -62,7 +63,7 @@ def _serves(node: Node) -> bool:
     try:
         with opener.open(node.url + "/openapi.json", timeout=0.5) as response:
             return bool(response.status == 200)
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):
         return False
 
 
@@ -114,12 +115,17 @@ class Supervisor:
             if self.restart:
                 self.tick(time.monotonic())
             time.sleep(POLL_S)
-        return self.stopping
+        return self.stopping or _serves(frontend.node)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        if not self.start_all():
+        try:
+            started = self.start_all()
+        except BaseException:
+            self.stop_all()
+            raise
+        if not started:
             self.stop_all()
             return 1
         if not self.stopping:

@@ -103,3 +103,12 @@ def test_never_holds_an_entry_older_than_an_invalidation(
             cached_book = int(cached.split(":")[1])
             assert versions[cached] >= c.invalidated.get(cached_book, (0, 0))
         assert len(c.entries) <= 3
+
+
+def test_a_repeated_invalidation_counts_and_drops_once() -> None:
+    c = cache()
+    c.invalidate_once((1,), (1, 5))
+    c.fill(book_key(1), b"new", (1, 5), (1,), 0)
+    assert c.invalidate_once((1,), (1, 5)) == 0  # the heartbeat repeats it: keep the fill
+    assert c.invalidations == 1
+    assert c.get(book_key(1), 0) == b"new"

@@ -94,6 +94,14 @@ class Cache:
         self.invalidations += 1
         return dropped
 
+    def invalidate_once(self, books: tuple[int, ...], version: Version) -> int:
+        """`invalidate`, unless this version of every book is already recorded: the catalog
+        primary sends it directly and repeats it in heartbeats until its COMMIT, and every
+        fill accepted since it was recorded is at least as new."""
+        if any(version > self.invalidated.get(book, NO_VERSION) for book in books):
+            return self.invalidate(books, version)
+        return 0
+
     def _drop(self, key: str) -> None:
         entry = self.entries.pop(key)
         for book in entry.books:

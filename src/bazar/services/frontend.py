@@ -217,8 +217,8 @@ class Frontend:
         if tier == "catalog" and name == self.views.views[tier].primary:
             if status.invalidating is not None:
                 # A write between its invalidation and its COMMIT, perhaps sent to a front
-                # end that died since: apply it before this one fills anything.
-                self.cache.invalidate(status.invalidating.books, status.invalidating.version)
+                # end that died since: apply it (once) before this one fills anything.
+                self.cache.invalidate_once(status.invalidating.books, status.invalidating.version)
             self.cache_ready = True
         async with self._view_lock:
             new_view = self.views.on_status(tier, status, _monotonic_ms())
@@ -268,7 +268,7 @@ class Frontend:
                 if isinstance(error, TransportError):  # unreachable: skip it until it answers
                     if self.views.state(tier, name) != "down":
                         log.warning("transition=replica_skipped node=%s error=%s", name, error)
-                    self.views.on_failure(tier, name, definite=True)
+                    self.views.on_failure(tier, name, definite=error.definite)
         raise Unavailable(f"no {tier} replica could answer")
 
     def _cached(self, key: str) -> Response | None:
@@ -278,9 +278,16 @@ class Frontend:
         return None if body is None else json_response(body)
 
     def _fill(
-        self, key: str, body: bytes, version: tuple[int, int], books: tuple[int, ...]
+        self,
+        key: str,
+        body: bytes,
+        version: tuple[int, int],
+        books: tuple[int, ...],
+        ready: bool,
     ) -> None:
-        if self.cache_enabled and self.cache_ready:
+        """`ready`: the front end had heard the catalog primary's open write when the read
+        started; a read that started before may carry a value that write replaces."""
+        if self.cache_enabled and ready:
             self.cache.fill(key, body, version, books, _monotonic_ms())
 
     async def _books_read(self, key: str, path: str) -> Response:
@@ -288,10 +295,11 @@ class Frontend:
         hit = self._cached(key)
         if hit is not None:
             return hit
+        ready = self.cache_ready  # as the read starts: see _fill
         reply = await self._read("catalog", path, VersionedBookList)
         self.known_books.update(book.id for book in reply.data)
         body = encode(BookListData(data=reply.data))
-        self._fill(key, body, reply.version, tuple(book.id for book in reply.data))
+        self._fill(key, body, reply.version, tuple(book.id for book in reply.data), ready)
         return json_response(body)
 
     async def _search_empty(self, request: Request) -> Response:
@@ -312,16 +320,17 @@ class Frontend:
         hit = self._cached(key)
         if hit is not None:
             return hit
+        ready = self.cache_ready
         reply = await self._read("catalog", f"/books/{book_id}", VersionedBook)
         self.known_books.add(book_id)
         body = encode(BookData(data=reply.data))
-        self._fill(key, body, reply.version, (book_id,))
+        self._fill(key, body, reply.version, (book_id,), ready)
         return json_response(body)
 
     async def _invalidate(self, request: Request) -> Response:
         require_token(request, self.secrets.cluster_secret, "cluster secret")
         message = await decode_body(request, Invalidate, self.limits.request_bytes_max)
-        dropped = self.cache.invalidate(message.books, message.version)
+        dropped = self.cache.invalidate_once(message.books, message.version)
         return json_response(InvalidateReply(dropped=dropped))
 
     async def _orders(self, request: Request) -> Response:
