@@ -13,7 +13,6 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -166,7 +165,3 @@ def require_token(request: Request, expected: str, what: str) -> None:
     token = bearer_token(request)
     if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
         raise Unauthorized(f"this route requires the {what}")
-
-
-def path_param(request: Request, name: str) -> Any:
-    return request.path_params[name]

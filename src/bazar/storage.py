@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -122,7 +121,6 @@ class Store:
         self._writer = _open(path, readonly=False)
         self._writer.executescript(schema_sql + LOG_SCHEMA)
         self.reader = _open(path, readonly=True)
-        self._writer_thread: threading.Thread | None = None
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -24,14 +24,14 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bazar.wire import Append, AppendReply, Change, Entry, ReplicaStatus, Role, View
+from bazar.wire import Append, AppendReply, Change, Entry, ReplicaStatus, Role, Upsert, View
 
 RowKey = tuple[str, int | str]
 
 
 def change_key(change: Change, keys: dict[str, str]) -> RowKey:
     """The (table, key) a row image writes."""
-    if hasattr(change, "row"):
+    if isinstance(change, Upsert):
         return (change.table, change.row[keys[change.table]] or 0)
     return (change.table, change.key)
 
