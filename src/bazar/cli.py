@@ -17,6 +17,7 @@ from bazar.config import (
     ADMIN_TOKEN_FILE,
     CLUSTER_FILE,
     DEFAULT_FRONTEND_PORT,
+    REPLICATED_TIERS,
     load_cluster,
     load_secrets,
     plan_cluster,
@@ -24,6 +25,47 @@ from bazar.config import (
 )
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a bad value is a usage error (exit status 2), not a traceback."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer of at least 1, not {text!r}")
+    return int(text)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
+def _membership_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=client.DEFAULT_URL, help="the front end")
+    parser.add_argument("--data-dir", default="./data", help="where admin.token is")
+    parser.add_argument("--timeout", type=_positive_seconds, default=client.MEMBERSHIP_TIMEOUT_S)
+    parser.add_argument("--json", action="store_true")
+
+
+def _membership_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`bazar replica add|remove` and `bazar switchover`: membership at runtime (SPEC §4)."""
+    replica = commands.add_parser("replica", help="add or remove a replica at runtime")
+    actions = replica.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="start a replica (or register one), wait until in sync")
+    add.add_argument("service", choices=REPLICATED_TIERS)
+    add.add_argument("--replica-url", default=None, help="a replica started with `bazar serve`")
+    remove = actions.add_parser("remove", help="drop a replica from the view and stop it")
+    remove.add_argument("service", choices=REPLICATED_TIERS)
+    remove.add_argument("name")
+    switchover = commands.add_parser("switchover", help="move the primary role")
+    switchover.add_argument("service", choices=REPLICATED_TIERS)
+    switchover.add_argument("--to", default=None, help="the new primary (any in-sync backup)")
+    for parser in (add, remove, switchover):
+        _membership_options(parser)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--test-hooks", action="store_true", help=argparse.SUPPRESS)
     up.add_argument("--read-timeout-ms", type=int, default=None, help=argparse.SUPPRESS)
     up.add_argument("--catalog", default=None, help="initial catalog (JSON or TOML)")
+    up.add_argument(
+        "--min-in-sync",
+        type=_positive_int,
+        default=1,
+        help="refuse writes while fewer replicas of a service are in sync",
+    )
 
     serve = commands.add_parser("serve", help="run one process of a cluster")
     serve.add_argument("tier", choices=["frontend", "catalog", "order"])
@@ -74,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output", default=None)
     run.add_argument("--admin-token", default=None)
     run.add_argument("--data-dir", default="./data")
+    _membership_parsers(commands)
     return parser
 
 
@@ -94,7 +143,15 @@ def _up(args: argparse.Namespace) -> int:
         cache_ttl_ms=args.cache_ttl_ms,
         test_hooks=args.test_hooks,
         read_timeout_ms=args.read_timeout_ms,
+        min_in_sync=args.min_in_sync,
     )
+    smallest = min(args.catalog_replicas, args.order_replicas)
+    if args.min_in_sync > smallest:
+        print(
+            f"warning: --min-in-sync {args.min_in_sync} but a service has {smallest} replicas:"
+            " its writes are refused until replicas are added",
+            file=sys.stderr,
+        )
     load_secrets(data_dir, os.environ)
     cluster_file = data_dir / CLUSTER_FILE
     write_cluster(cluster, cluster_file)
@@ -140,12 +197,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _admin_token(args: argparse.Namespace) -> str | None:
-    if args.admin_token:
+    """`--admin-token` (bench only), else BAZAR_ADMIN_TOKEN, else `<--data-dir>/admin.token`.
+
+    Raises: OSError if the token file exists but cannot be read.
+    """
+    if getattr(args, "admin_token", None):
         return str(args.admin_token)
     if os.environ.get(ADMIN_TOKEN_ENV):
         return os.environ[ADMIN_TOKEN_ENV]
     path = Path(args.data_dir) / ADMIN_TOKEN_FILE
-    return path.read_text().strip() if path.exists() else None
+    return (path.read_text().strip() or None) if path.exists() else None
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -158,6 +219,32 @@ def _bench(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         admin_token=token,
         output=args.output,
+    )
+
+
+def _membership(args: argparse.Namespace) -> int:
+    try:
+        token = _admin_token(args)
+    except OSError as err:
+        print(f"error usage: cannot read the admin token: {err}", file=sys.stderr)
+        return client.EXIT_USAGE
+    timeout_s: float = args.timeout
+    as_json: bool = args.json
+    if args.command == "switchover":
+        return client.switchover_command(
+            args.url, args.service, to=args.to, token=token, timeout_s=timeout_s, as_json=as_json
+        )
+    if args.action == "add":
+        return client.replica_add_command(
+            args.url,
+            args.service,
+            replica_url=args.replica_url,
+            token=token,
+            timeout_s=timeout_s,
+            as_json=as_json,
+        )
+    return client.replica_remove_command(
+        args.url, args.service, args.name, token=token, timeout_s=timeout_s, as_json=as_json
     )
 
 
@@ -181,6 +268,8 @@ def run(argv: list[str]) -> int:
         )
     if args.command == "status":
         return client.status_command(args.url, as_json=args.json)
+    if args.command in ("replica", "switchover"):
+        return _membership(args)
     return _bench(args)
 
 

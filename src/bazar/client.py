@@ -1,4 +1,5 @@
-"""The lab's command-line client (`bazar search|info|buy|status`), over plain HTTP.
+"""The lab's command-line client (`bazar search|info|buy|status`) and the operator's
+(`bazar replica add|remove`, `bazar switchover`), over plain HTTP.
 
 It uses only the stdlib (urllib) so that the client works wherever Python does and adds no
 dependency. Each command returns the process exit status of SPEC §8, so that scripts can tell
@@ -8,6 +9,11 @@ a definite failure (1: not found, out of stock) from a usage error (2: bad argum
 `buy` is safe to retry: it always sends an `Idempotency-Key` (a fresh uuid4 unless given) and
 retries on a lost connection or a 503 with that *same* key, so a retry can never buy twice;
 if it gives up it prints the key, so the user can retry by hand with `--idempotency-key`.
+
+Membership changes go through the front end's admin routes and are *not* retried: a second
+`POST /admin/replicas` after a lost answer could add a second replica. Each has one deadline
+(`--timeout`) covering the request and, for `add`, the wait until the new replica is in sync;
+running out of it is exit status 3, and the change may still complete (`bazar status` says).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from bazar.wire import (
     ClusterData,
     ErrorBody,
     PurchaseData,
+    ReplicaInfo,
     TierInfo,
 )
 
@@ -186,10 +193,14 @@ def _report_error(reply: Reply) -> None:
 
 
 def _report_unreachable(err: Exception, *, as_json: bool, hint: str = "") -> int:
-    message = str(err)
+    return _report_unavailable("unavailable", str(err), as_json=as_json, hint=hint)
+
+
+def _report_unavailable(code: str, message: str, *, as_json: bool, hint: str = "") -> int:
+    """A failure found by the client itself (no answer, no progress): exit status 3."""
     if as_json:
-        _write_json(json.dumps({"error": {"code": "unavailable", "message": message}}).encode())
-    _stderr().print(f"[bold red]error[/] unavailable: {escape(message)}{hint}")
+        _write_json(json.dumps({"error": {"code": code, "message": message}}).encode())
+    _stderr().print(f"[bold red]error[/] {code}: {escape(message)}{hint}")
     return EXIT_UNAVAILABLE
 
 
@@ -433,3 +444,222 @@ def buy_command(
     if status == EXIT_UNAVAILABLE:
         _stderr().print(escape(hint.lstrip("\n")))
     return status
+
+
+# ---------------------------------------------------------------- membership (admin)
+
+
+MEMBERSHIP_TIMEOUT_S = 60.0  # `--timeout` of replica add/remove and switchover (SPEC §8)
+POLL_S = 0.25  # between looks at /cluster while a new replica catches up
+_CHECK_HINT = "\nthe change may or may not have been made; check with `bazar status`"
+
+
+class _Named(msgspec.Struct, frozen=True):
+    """The part of an admin reply's replica that the client reads. Other fields are ignored
+    (a tolerant reader: a newer front end may add some); the server's schemas are in wire.py."""
+
+    name: str
+    url: str = ""
+
+
+class _NamedData(msgspec.Struct, frozen=True):
+    data: _Named
+
+
+class _ViewSummary(msgspec.Struct, frozen=True):
+    """The part of an admin reply's view that the client prints."""
+
+    epoch: int
+    primary: str
+
+
+class _ViewData(msgspec.Struct, frozen=True):
+    data: _ViewSummary
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """The admin routes of one front end, the admin token, and the deadline of one change."""
+
+    base: str
+    token: str
+    deadline_s: float  # on `now`'s clock
+    now: Callable[[], float] = time.monotonic
+
+    def remaining_s(self) -> float:
+        return self.deadline_s - self.now()
+
+    def call(self, method: str, path: str, payload: Mapping[str, object] | None = None) -> Reply:
+        """One admin request, allowed whatever time is left. Raises: Unreachable."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        body = None
+        if payload is not None:
+            body = json.dumps(payload).encode()
+            headers["Content-Type"] = "application/json"
+        timeout = max(self.remaining_s(), 0.001)
+        return fetch(method, self.base + path, body=body, headers=headers, timeout=timeout)
+
+
+def admin(
+    url: str, token: str | None, timeout_s: float, now: Callable[[], float] = time.monotonic
+) -> Admin:
+    """Raises: UsageError for a bad URL, no token, or a deadline that is not in the future."""
+    if not token:
+        raise UsageError(
+            "no admin token: set BAZAR_ADMIN_TOKEN, or point --data-dir at the cluster's data"
+            " directory (it holds admin.token)"
+        )
+    if not timeout_s > 0:
+        raise UsageError(f"--timeout must be a positive number of seconds, not {timeout_s}")
+    return Admin(base_url(url), token, now() + timeout_s, now)
+
+
+def _check_name(service: str, name: str) -> None:
+    """Raises: UsageError unless `name` is one of `service`'s (`catalog-3` is a catalog's)."""
+    if not name.startswith(f"{service}-"):
+        raise UsageError(f"{name!r} is not the name of a {service} replica ({service}-N)")
+
+
+def replica_add_command(
+    url: str,
+    service: str,
+    *,
+    replica_url: str | None,
+    token: str | None,
+    timeout_s: float,
+    as_json: bool,
+    sleep: Callable[[float], None] = time.sleep,
+    now: Callable[[], float] = time.monotonic,
+) -> int:
+    """`bazar replica add SERVICE`: add a replica, wait until it is in sync, print its name."""
+    payload = {"service": service}
+    try:
+        front_end = admin(url, token, timeout_s, now)
+        if replica_url is not None:
+            payload["url"] = base_url(replica_url)
+        reply = front_end.call("POST", "/admin/replicas", payload)
+    except UsageError as err:
+        return _report_usage(err)
+    except Unreachable as err:
+        return _report_unreachable(err, as_json=as_json, hint=escape(_CHECK_HINT))
+    if exit_status(reply.status, _code_of(reply)) != EXIT_OK:
+        return _finish(reply, as_json=as_json, render=lambda console, body: None)
+    try:
+        added = msgspec.json.decode(reply.body, type=_NamedData).data
+    except msgspec.MsgspecError as err:
+        message = f"added, but the answer is unexpected ({err}); check with `bazar status`"
+        return _report_unavailable("unavailable", message, as_json=as_json)
+    _stderr().print(f"added {escape(added.name)} {escape(added.url)}, waiting until it is in sync")
+    replica, state = add_wait_in_sync(front_end, service, added.name, sleep=sleep)
+    if replica is None:
+        message = (
+            f"{added.name} is not in sync after {timeout_s:g} s (last seen: {state});"
+            " it may still catch up: watch it with `bazar status`"
+        )
+        return _report_unavailable("timeout", message, as_json=as_json)
+    if as_json:
+        _write_json(msgspec.json.encode({"data": replica}))
+    else:
+        _stdout().print(replica.name, markup=False)
+    return EXIT_OK
+
+
+def add_wait_in_sync(
+    front_end: Admin, service: str, name: str, *, sleep: Callable[[float], None]
+) -> tuple[ReplicaInfo | None, str]:
+    """Poll /cluster until `name` is in sync, or the deadline: (its entry or None, last state).
+
+    No answer, an error or an odd body is only "not yet": the replica was added, and the
+    front end may be busy installing the view that takes it in.
+    """
+    state = "unknown"
+    while (remaining_s := front_end.remaining_s()) > 0:
+        replica = _add_look_up(front_end, service, name, min(READ_TIMEOUT_S, remaining_s))
+        if replica is not None:
+            state = replica.state
+            if state == "in_sync":
+                return replica, state
+        sleep(max(0.0, min(POLL_S, front_end.remaining_s())))
+    return None, state
+
+
+def _add_look_up(front_end: Admin, service: str, name: str, timeout_s: float) -> ReplicaInfo | None:
+    try:
+        reply = fetch("GET", front_end.base + "/cluster", timeout=timeout_s)
+        cluster = msgspec.json.decode(reply.body, type=ClusterData).data
+    except (Unreachable, msgspec.MsgspecError):
+        return None
+    tier = cluster.catalog if service == "catalog" else cluster.order
+    return next((replica for replica in tier.replicas if replica.name == name), None)
+
+
+def _change_view(
+    front_end: Admin,
+    method: str,
+    path: str,
+    payload: Mapping[str, object] | None,
+    *,
+    as_json: bool,
+    headline: Callable[[_ViewSummary], str],
+) -> int:
+    """Send one view change and print the view it installed (or the error)."""
+    try:
+        reply = front_end.call(method, path, payload)
+    except Unreachable as err:
+        return _report_unreachable(err, as_json=as_json, hint=escape(_CHECK_HINT))
+
+    def render(console: Console, body: bytes) -> None:
+        console.print(headline(msgspec.json.decode(body, type=_ViewData).data), markup=False)
+
+    return _finish(reply, as_json=as_json, render=render)
+
+
+def replica_remove_command(
+    url: str,
+    service: str,
+    name: str,
+    *,
+    token: str | None,
+    timeout_s: float,
+    as_json: bool,
+    now: Callable[[], float] = time.monotonic,
+) -> int:
+    """`bazar replica remove SERVICE NAME`: drop a replica from the view and stop it."""
+    try:
+        _check_name(service, name)
+        front_end = admin(url, token, timeout_s, now)
+    except UsageError as err:
+        return _report_usage(err)
+
+    def headline(view: _ViewSummary) -> str:
+        return f"removed {name}: {service} is at epoch {view.epoch}, primary {view.primary}"
+
+    path = f"/admin/replicas/{_quote(name)}"
+    return _change_view(front_end, "DELETE", path, None, as_json=as_json, headline=headline)
+
+
+def switchover_command(
+    url: str,
+    service: str,
+    *,
+    to: str | None,
+    token: str | None,
+    timeout_s: float,
+    as_json: bool,
+    now: Callable[[], float] = time.monotonic,
+) -> int:
+    """`bazar switchover SERVICE [--to NAME]`: move the primary role, to NAME or any in-sync
+    backup, with no failed write."""
+    try:
+        if to is not None:
+            _check_name(service, to)
+        front_end = admin(url, token, timeout_s, now)
+    except UsageError as err:
+        return _report_usage(err)
+
+    def headline(view: _ViewSummary) -> str:
+        return f"{service}: the primary is {view.primary}, epoch {view.epoch}"
+
+    payload = {"service": service, "to": to}
+    path = "/admin/switchover"
+    return _change_view(front_end, "POST", path, payload, as_json=as_json, headline=headline)

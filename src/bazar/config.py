@@ -96,7 +96,14 @@ class Cluster(
     cache_entries_max: int = 10_000
     cache_ttl_ms: int = 60_000
     test_hooks: bool = False
+    # Writes are refused (503) while fewer replicas of a service are in sync (SPEC §4).
+    min_in_sync: int = 1
     limits: Limits = LIMITS
+
+    def __post_init__(self) -> None:
+        """Raises: ValueError (msgspec.ValidationError when loaded from a file)."""
+        if self.min_in_sync < 1:
+            raise ValueError(f"min_in_sync must be at least 1, not {self.min_in_sync}")
 
     def replicas(self, tier: ReplicatedTier) -> tuple[Node, ...]:
         return self.catalog if tier == "catalog" else self.order
@@ -143,6 +150,7 @@ def plan_cluster(
     cache_ttl_ms: int = 60_000,
     test_hooks: bool = False,
     read_timeout_ms: int | None = None,
+    min_in_sync: int = 1,
 ) -> Cluster:
     """Lay out ports: the seed's defaults on the default port, else the next free ports."""
     assert catalog_replicas >= 1
@@ -176,6 +184,7 @@ def plan_cluster(
         cache_entries_max=cache_entries_max,
         cache_ttl_ms=cache_ttl_ms,
         test_hooks=test_hooks,
+        min_in_sync=min_in_sync,
         limits=LIMITS
         if read_timeout_ms is None
         else msgspec.structs.replace(LIMITS, read_timeout_ms=read_timeout_ms),

@@ -556,9 +556,11 @@ def admin_paths() -> Json:
                     "404": error_response("No book has this id.", ("not_found",)),
                     "409": error_response("The stock would go below 0.", ("out_of_stock",)),
                     "413": error_response("The body exceeds 64 KiB.", ("payload_too_large",)),
-                    "415": error_response("The body is not JSON.", ("unsupported_media_type",)),
+                    "415": error_response(
+                        "A non-empty body that is not JSON.", ("unsupported_media_type",)
+                    ),
                     "422": invalid(
-                        "Bad id or body (`{}`, negative cost, more than 2 decimals...).",
+                        "Bad id or body (`{}` or none, negative cost, more than 2 decimals...).",
                         "cost must be >= 0 with at most 2 decimals",
                     ),
                     "503": error_response(

@@ -128,7 +128,14 @@ def idempotency_key(headers: Mapping[str, str], chars_max: int) -> str | None:
 def patch_command(
     book_id: int, body: bytes, content_type: str | None, stock_delta_abs_max: int
 ) -> UpdateBook:
-    """Raises: UnsupportedMediaType, InvalidRequest."""
+    """The catalog command of a PATCH /books/{id} body (JSON only).
+
+    An empty body asks for nothing, like `{}`, so it is 422 whatever its content type: there
+    is nothing to misread, hence nothing for 415 to say (SPEC §8).
+    Raises: UnsupportedMediaType, InvalidRequest.
+    """
+    if not body:
+        raise InvalidRequest("give cost and/or stock_delta (the body is empty)")
     if media_type(content_type) != JSON:
         raise UnsupportedMediaType(f"PATCH /books takes {JSON}")
     try:

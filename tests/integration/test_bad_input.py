@@ -76,7 +76,7 @@ def key(id: str, value: str | bytes) -> Case:
 
 def patch(
     id: str,
-    body: bytes,
+    body: bytes | None,
     content_type: str | None = JSON,
     status: int = 422,
     code: str = INVALID,
@@ -192,6 +192,11 @@ CASES: list[Case] = [
     # ---------------------------------------------------------------- PATCH /books bodies
     patch("patch-empty-object", b"{}"),
     patch("patch-empty-body", b""),
+    # An empty body asks for nothing, like {}: 422 whatever its content type, never 415.
+    patch("patch-empty-body-no-content-type", b"", None),
+    patch("patch-empty-body-text-plain", b"", "text/plain"),
+    patch("patch-empty-body-form", b"", FORM),
+    patch("patch-no-body", None, None),
     patch("patch-not-json", b"stock_delta=1"),
     patch("patch-array", b"[]"),
     patch("patch-null", b"null"),

@@ -3,7 +3,8 @@
 The fake server is the stdlib's, in a thread, on a random loopback port: it answers each
 route from a script (a list of replies, the last one repeated) and records every request,
 so the tests can check exit statuses and that retries reuse one Idempotency-Key, without
-sleeping or timing anything (`buy` gets a recording `sleep`).
+sleeping or timing anything (`buy` gets a recording `sleep`; the membership commands get a
+fake clock that only their `sleep` moves).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import io
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -67,6 +69,7 @@ class Canned:
     status: int
     body: object
     headers: tuple[tuple[str, str], ...] = ()
+    delay_s: float = 0.0  # before answering: a front end slower than the client's deadline
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,10 @@ class FakeHandler(BaseHTTPRequestHandler):
         canned = cast(FakeServer, self.server).next_reply(
             Seen(self.command, self.path, headers, body)
         )
+        if canned.delay_s:
+            time.sleep(canned.delay_s)
+            self.close_connection = True  # the client has given up and gone
+            return
         payload = json.dumps(canned.body).encode()
         self.send_response(canned.status)
         self.send_header("Content-Type", "application/json")
@@ -131,7 +138,7 @@ class FakeHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    do_GET = do_POST = do_PATCH = answer
+    do_GET = do_POST = do_PATCH = do_DELETE = answer
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence: the test output is for the tests."""
@@ -485,3 +492,248 @@ def test_bench_measures_and_writes_json(fake: FakeServer, tmp_path: Path) -> Non
     assert json.loads(patch.body) == {"stock_delta": bench.RESTOCK}
     keys = [post.headers["idempotency-key"] for post in fake.requests("POST")]
     assert len(keys) == len(set(keys)) == purchase["requests"]
+
+
+# ---------------------------------------------------------------- membership (admin)
+
+TOKEN = "admin-token"
+NEW = {**REPLICA, "name": "catalog-3", "url": "http://127.0.0.1:8006", "role": "backup"}
+CATCHING_UP = {**NEW, "state": "catching_up", "last_seq": 2, "commit_seq": 2}
+VIEW = {"epoch": 4, "primary": "catalog-2", "replicas": [REPLICA]}
+
+
+def cluster_with(*replicas: dict[str, object]) -> Canned:
+    catalog = {**TIER, "replicas": [REPLICA, *replicas]}
+    return Canned(200, {"data": {**CLUSTER["data"], "catalog": catalog}})
+
+
+class Clock:
+    """A monotonic clock that only `sleep` moves: deadlines without waiting for them."""
+
+    def __init__(self) -> None:
+        self.now_s = 100.0
+        self.delays: list[float] = []
+
+    def now(self) -> float:
+        return self.now_s
+
+    def sleep(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        self.now_s += seconds
+
+
+def add(url: str, clock: Clock, **options: Any) -> int:
+    arguments: dict[str, Any] = {
+        "replica_url": None,
+        "token": TOKEN,
+        "timeout_s": 60.0,
+        "as_json": False,
+        **options,
+    }
+    return client.replica_add_command(url, "catalog", sleep=clock.sleep, now=clock.now, **arguments)
+
+
+def remove(url: str, name: str = "catalog-2", **options: Any) -> int:
+    arguments: dict[str, Any] = {"token": TOKEN, "timeout_s": 60.0, "as_json": False, **options}
+    return client.replica_remove_command(url, "catalog", name, **arguments)
+
+
+def switchover(url: str, to: str | None = None, **options: Any) -> int:
+    arguments: dict[str, Any] = {"token": TOKEN, "timeout_s": 60.0, "as_json": False, **options}
+    return client.switchover_command(url, "catalog", to=to, **arguments)
+
+
+def test_add_waits_until_the_new_replica_is_in_sync_and_prints_its_name(
+    fake: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.on("POST", "/admin/replicas", Canned(202, {"data": CATCHING_UP}))
+    fake.on("GET", "/cluster", cluster_with(), cluster_with(CATCHING_UP), cluster_with(NEW))
+    clock = Clock()
+    assert add(fake.url, clock) == 0
+    assert capsys.readouterr().out == "catalog-3\n"
+    (post,) = fake.requests("POST")
+    assert post.headers["authorization"] == f"Bearer {TOKEN}"
+    assert post.headers["content-type"] == "application/json"
+    assert json.loads(post.body) == {"service": "catalog"}
+    assert len(fake.requests("GET")) == 3
+    assert clock.delays == [client.POLL_S, client.POLL_S]
+
+
+def test_add_registers_a_replica_started_elsewhere(fake: FakeServer) -> None:
+    fake.on("POST", "/admin/replicas", Canned(202, {"data": CATCHING_UP}))
+    fake.on("GET", "/cluster", cluster_with(NEW))
+    assert add(fake.url, Clock(), replica_url="http://10.0.0.7:8006/") == 0
+    (post,) = fake.requests("POST")
+    assert json.loads(post.body) == {"service": "catalog", "url": "http://10.0.0.7:8006"}
+
+
+def test_add_json_prints_the_replica_once_in_sync(
+    fake: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.on("POST", "/admin/replicas", Canned(202, {"data": CATCHING_UP}))
+    fake.on("GET", "/cluster", cluster_with(NEW))
+    assert add(fake.url, Clock(), as_json=True) == 0
+    assert json.loads(capsys.readouterr().out) == {"data": NEW}
+
+
+def test_add_keeps_waiting_through_an_unavailable_front_end(fake: FakeServer) -> None:
+    down = error(503, "unavailable")
+    fake.on("POST", "/admin/replicas", Canned(202, {"data": CATCHING_UP}))
+    fake.on("GET", "/cluster", down, Canned(200, {"data": "?"}), cluster_with(NEW))
+    assert add(fake.url, Clock()) == 0
+    assert len(fake.requests("GET")) == 3
+
+
+def test_add_not_in_sync_within_the_timeout_is_exit_3(
+    fake: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.on("POST", "/admin/replicas", Canned(202, {"data": CATCHING_UP}))
+    fake.on("GET", "/cluster", cluster_with(CATCHING_UP))
+    clock = Clock()
+    assert add(fake.url, clock, timeout_s=2.0, as_json=True) == 3
+    captured = capsys.readouterr()
+    failure = json.loads(captured.out)["error"]
+    assert failure["code"] == "timeout"
+    assert "catalog-3 is not in sync after 2 s (last seen: catching_up)" in failure["message"]
+    assert "bazar status" in captured.err
+    assert clock.now_s == 102.0  # gave up at the deadline, not before and not long after
+    assert len(fake.requests("GET")) == int(2.0 / client.POLL_S)
+
+
+def test_add_with_an_unexpected_answer_is_exit_3(
+    fake: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.on("POST", "/admin/replicas", Canned(202, {"data": {"id": 3}}))
+    assert add(fake.url, Clock()) == 3
+    assert "unexpected" in capsys.readouterr().err
+    assert fake.requests("GET") == []
+
+
+def test_remove_deletes_the_replica_and_prints_the_new_view(
+    fake: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.on("DELETE", "/admin/replicas/catalog-2", Canned(200, {"data": VIEW}))
+    assert remove(fake.url) == 0
+    assert (
+        capsys.readouterr().out == "removed catalog-2: catalog is at epoch 4, primary catalog-2\n"
+    )
+    (delete,) = fake.requests("DELETE")
+    assert delete.headers["authorization"] == f"Bearer {TOKEN}"
+    assert delete.body == b""
+
+
+@pytest.mark.parametrize("to", [None, "catalog-2"])
+def test_switchover_sends_the_target_and_prints_the_new_primary(
+    fake: FakeServer, capsys: pytest.CaptureFixture[str], to: str | None
+) -> None:
+    fake.on("POST", "/admin/switchover", Canned(200, {"data": VIEW}))
+    assert switchover(fake.url, to) == 0
+    assert capsys.readouterr().out == "catalog: the primary is catalog-2, epoch 4\n"
+    (post,) = fake.requests("POST")
+    assert json.loads(post.body) == {"service": "catalog", "to": to}
+
+
+def test_switchover_json_prints_the_whole_body(
+    fake: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.on("POST", "/admin/switchover", Canned(200, {"data": VIEW}))
+    assert switchover(fake.url, as_json=True) == 0
+    assert json.loads(capsys.readouterr().out) == {"data": VIEW}
+
+
+MEMBERSHIP_ROUTES = [
+    ("add", "POST", "/admin/replicas"),
+    ("remove", "DELETE", "/admin/replicas/catalog-2"),
+    ("switchover", "POST", "/admin/switchover"),
+]
+
+
+def run_membership(command: str, url: str, **options: Any) -> int:
+    if command == "add":
+        return add(url, Clock(), **options)
+    return remove(url, **options) if command == "remove" else switchover(url, **options)
+
+
+@pytest.mark.parametrize(("command", "method", "path"), MEMBERSHIP_ROUTES)
+@pytest.mark.parametrize(
+    ("canned", "expected"),
+    [
+        (error(404, "not_found"), 1),
+        (error(409, "last_replica"), 1),
+        (error(409, "not_in_sync"), 1),
+        (error(401, "unauthorized"), 1),
+        (error(422, "invalid_request"), 2),
+        (error(503, "unavailable", ("Retry-After", "1")), 3),
+    ],
+    ids=lambda value: getattr(value, "status", value),
+)
+def test_membership_refusals_map_to_exit_statuses_and_are_not_retried(
+    fake: FakeServer,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    method: str,
+    path: str,
+    canned: Canned,
+    expected: int,
+) -> None:
+    fake.on(method, path, canned)
+    assert run_membership(command, fake.url, as_json=True) == expected
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == canned.body
+    assert "says the server" in captured.err
+    assert len(fake.seen) == 1  # one request: no retry, and `add` does not wait after a refusal
+
+
+@pytest.mark.parametrize("command", ["add", "remove", "switchover"])
+def test_membership_unreachable_is_exit_3(
+    dead_url: str, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    assert run_membership(command, dead_url) == 3
+    assert "cannot reach" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("command", "method", "path"), MEMBERSHIP_ROUTES)
+def test_membership_without_an_answer_in_time_is_exit_3(
+    fake: FakeServer,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    method: str,
+    path: str,
+) -> None:
+    fake.on(method, path, Canned(200, {"data": VIEW}, delay_s=1.0))
+    started = time.monotonic()
+    assert run_membership(command, fake.url, timeout_s=0.1) == 3
+    assert time.monotonic() - started < 0.9
+    assert "bazar status" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["add", "remove", "switchover"])
+@pytest.mark.parametrize(
+    ("options", "complaint"),
+    [
+        ({"token": None}, "no admin token"),
+        ({"token": ""}, "no admin token"),
+        ({"timeout_s": 0.0}, "--timeout"),
+    ],
+)
+def test_membership_usage_errors_send_nothing(
+    fake: FakeServer,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    options: dict[str, Any],
+    complaint: str,
+) -> None:
+    assert run_membership(command, fake.url, **options) == 2
+    assert complaint in capsys.readouterr().err
+    assert fake.seen == []
+
+
+def test_membership_names_must_belong_to_the_service(
+    fake: FakeServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert remove(fake.url, "order-1") == 2
+    assert switchover(fake.url, "order-2") == 2
+    assert add(fake.url, Clock(), replica_url="10.0.0.7:8006") == 2
+    assert remove("127.0.0.1:8002") == 2
+    assert capsys.readouterr().err.count("usage") == 4
+    assert fake.seen == []
