@@ -171,7 +171,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.tier == "frontend":
         from bazar.services.frontend import Frontend
 
-        app = Frontend(cluster, secrets).app()
+        app = Frontend(cluster, secrets, Path(args.config)).app()
     elif args.tier == "catalog":
         from bazar.services.catalog import CatalogService
 

@@ -49,33 +49,52 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     replicate_timeout_ms: int = 500
     replicate_retry_ms: int = 50
     commit_notice_delay_ms: int = 2
-    heartbeat_ms: int = 200
-    heartbeat_timeout_ms: int = 300
     batch_commands_max: int = 512
     inflight_commands_max: int = 10_000
     recovery_interval_ms: int = 1000
     test_read_delay_ms_max: int = 10_000
     catch_up_entries_max: int = 64
     append_bytes_max: int = 64 * 1024 * 1024
-    stall_ms_max: int = 1000
     invalidate_retry_ms_max: int = 1000
     retry_after_s: int = 1
+    lease_ms: int = 1000
+    """How long a grant lets a replica serve, from when it asked (replica's clock)."""
+    lease_renew_ms: int = 100
+    lease_margin_ms: int = 100
+    """Clock-rate drift and scheduling slack the front end adds before it drops a replica."""
+    lease_timeout_ms: int = 300
+    tick_ms: int = 10
+    view_tick_ms: int = 20
+    commit_check_timeout_ms: int = 200
+    """A backup asking the primary whether a staged write committed: below
+    `read_timeout_ms`, so the front end hears the backup's refusal before it gives up."""
+    write_retry_deadline_ms: int = 3000
+    """How long the front end retries a write that a primary refused or lost in a failover."""
+    read_deadline_ms: int = 4000
+    """How long the front end keeps retrying a read over the replicas (through a failover)."""
+    membership_timeout_ms: int = 10_000
 
 
 LIMITS = Limits()
 assert LIMITS.read_timeout_ms < LIMITS.write_timeout_ms
 assert LIMITS.sell_timeout_ms < LIMITS.write_timeout_ms
-assert LIMITS.heartbeat_timeout_ms < 2 * LIMITS.heartbeat_ms
+assert LIMITS.commit_check_timeout_ms < LIMITS.read_timeout_ms
+assert LIMITS.lease_renew_ms < LIMITS.lease_timeout_ms < LIMITS.lease_ms
+assert LIMITS.read_deadline_ms < LIMITS.write_timeout_ms
 assert LIMITS.page_limit_default <= LIMITS.page_limit_max
 
 
-class Node(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One process of the cluster: its name (`catalog-1`), tier and address."""
+class Node(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """One process of the cluster: its name (`catalog-1`), tier and address. `managed`:
+    `bazar up` runs it (false for a replica started elsewhere and registered by URL)."""
 
     name: str
     tier: Tier
     host: str
     port: int
+    managed: bool = True
 
     @property
     def url(self) -> str:
@@ -192,7 +211,33 @@ def plan_cluster(
 
 
 def write_cluster(cluster: Cluster, path: Path) -> None:
-    path.write_bytes(msgspec.toml.encode(cluster))
+    """Atomically: the supervisor and `bazar serve` may read it at any moment."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(msgspec.toml.encode(cluster))
+    temporary.replace(path)
+
+
+def with_replica(cluster: Cluster, node: Node) -> Cluster:
+    assert node.tier != "frontend"
+    if node.tier == "catalog":
+        return msgspec.structs.replace(cluster, catalog=(*cluster.catalog, node))
+    return msgspec.structs.replace(cluster, order=(*cluster.order, node))
+
+
+def without_replica(cluster: Cluster, name: str) -> Cluster:
+    return msgspec.structs.replace(
+        cluster,
+        catalog=tuple(node for node in cluster.catalog if node.name != name),
+        order=tuple(node for node in cluster.order if node.name != name),
+    )
+
+
+def free_port(host: str, after: int, taken: set[int]) -> int:
+    """The first port above `after` that is free on `host` and not in `taken`."""
+    candidate = after + 1
+    while candidate in taken or not _port_free(host, candidate):
+        candidate += 1
+    return candidate
 
 
 def load_cluster(path: Path) -> Cluster:

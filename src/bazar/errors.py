@@ -85,6 +85,20 @@ class Refused(BazarError):
     retry_after_s = 1
 
 
+class LastReplica(BazarError):
+    """Removing it would leave its service without an in-sync replica."""
+
+    status = 409
+    code = "last_replica"
+
+
+class NotInSync(BazarError):
+    """A switchover target that is not an in-sync backup."""
+
+    status = 409
+    code = "not_in_sync"
+
+
 class StaleEpoch(BazarError):
     """A replica refused a message from an older view (fencing)."""
 

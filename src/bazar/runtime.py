@@ -1,14 +1,15 @@
-"""The replication runtime: drives `core.replica.Replica` with SQLite and HTTP.
+"""The replication runtime: a thin loop that drives `core.replica.Replica` with SQLite and HTTP.
+
+Every event (a tick, an Append, a reply, a lease answer, a proposed batch) is one core step
+under one lock; its `Ready` is applied in order: persist (on the writer thread), `advance`,
+then sends, each of which ends in another step (its reply or its failure). The core decides
+everything else: what to send whom, when to commit, when to step down, when to promote.
 
 Write path on the primary (one batch in flight; requests that arrive meanwhile form the next
-batch, which is the group commit that gives throughput):
-1. execute the batch's commands in one open SQLite transaction, logging one entry;
-2. send the entry to every backup of the view and wait until all have staged it (fsync);
-3. COMMIT locally (fsync), then answer every command of the batch.
-Readers on the primary never see step 1 before step 3. Backups stage, then apply once the
-commit point (carried by the next Append, or an idle commit notice) covers an entry.
-
-Order of effects everywhere: persist, then send (STYLE rule 2).
+batch, which is the group commit that gives throughput): the batch's commands run in one
+open SQLite transaction that logs one entry (`begin_batch`); the core sends it to every
+backup of the view and says when to COMMIT (`CommitBatch`) or ROLLBACK (`AbortBatch`).
+Readers never see the batch before its COMMIT.
 """
 
 from __future__ import annotations
@@ -19,14 +20,20 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, Generic, TypeVar
-
-import msgspec
+from typing import Generic, TypeVar
 
 from bazar.config import Cluster, Node
-from bazar.core.replica import AppendPlan, Replica
+from bazar.core.ready import (
+    AbortBatch,
+    CommitBatch,
+    Ready,
+    SaveEpoch,
+    Send,
+    Stage,
+)
+from bazar.core.replica import Notify, Replica, Timing
 from bazar.errors import BazarError, NotPrimary, Refused, Unavailable
 from bazar.storage import (
     Machine,
@@ -43,8 +50,10 @@ from bazar.wire import (
     AppendReply,
     CommitPoint,
     Entry,
-    Heartbeat,
     Invalidate,
+    InvalidateReply,
+    LeaseReply,
+    LeaseRequest,
     ReplicaStatus,
     View,
 )
@@ -54,11 +63,24 @@ R = TypeVar("R")
 
 log = logging.getLogger("bazar.replication")
 
-CommitHook = Callable[[Entry], Coroutine[Any, Any, None]]
+Batch = list[tuple[C, "asyncio.Future[R]"]]
 
 
-class Deposed(Exception):
-    """A backup knows a newer epoch: this primary must stop."""
+def monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+def timing_of(cluster: Cluster) -> Timing:
+    limits = cluster.limits
+    return Timing(
+        lease_ms=limits.lease_ms,
+        lease_renew_ms=limits.lease_renew_ms,
+        retry_ms=limits.replicate_retry_ms,
+        commit_notice_ms=limits.commit_notice_delay_ms,
+        catch_up_entries_max=limits.catch_up_entries_max,
+        invalidate_retry_ms_max=limits.invalidate_retry_ms_max,
+        min_in_sync=cluster.min_in_sync,
+    )
 
 
 class ReplicaRuntime(Generic[C, R]):
@@ -72,6 +94,7 @@ class ReplicaRuntime(Generic[C, R]):
         store: Store,
         machine: Machine[C, R],
         transport: Transport,
+        notify: Notify | None = None,
     ) -> None:
         meta = store.load_meta()
         self.cluster = cluster
@@ -89,35 +112,40 @@ class ReplicaRuntime(Generic[C, R]):
             epoch=meta.epoch,
             commit_seq=meta.commit_seq,
             commit_epoch=meta.commit_epoch,
+            log=store,
+            timing=timing_of(cluster),
+            notify=notify,
             staged={entry.seq: entry for entry in meta.staged},
         )
-        self.views: dict[str, View] = {}
-        self._queue: list[tuple[C, asyncio.Future[R]]] = []
+        self.urls: dict[str, str] = {}
+        self.primary_changed: dict[str, asyncio.Event] = {}
+        self._primaries: dict[str, str] = {}
+        self._queue: Batch[C, R] = []
+        self._batch: tuple[Batch[C, R], list[R]] | None = None
+        self._batch_done = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._batch_task: asyncio.Task[None] | None = None
         self._stopping = False
-        self.before_commit: CommitHook | None = None
-        self.invalidating: Invalidate | None = None
-        self.stalled_since: float | None = None
+        self.isolated_from_frontend = False  # a test hook: a network cut to the front end
 
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        self._batch_task = asyncio.create_task(self._batch_loop(), name="batch-loop")
+        self.spawn(self._batch_loop(), "batch-loop")
+        self.spawn(self._tick_loop(), "tick-loop")
 
     async def stop(self) -> None:
         self._stopping = True
-        tasks = [*self._tasks, *([self._batch_task] if self._batch_task else [])]
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for _, future in self._queue:
-            if not future.done():
-                future.set_exception(Unavailable("the replica is stopping"))
+        self._fail_queue(Unavailable("the replica is stopping"))
+        if self._batch is not None:
+            self._finish_batch(Unavailable("the replica is stopping"))
 
     def spawn(self, coroutine: Awaitable[None], name: str) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
@@ -125,61 +153,154 @@ class ReplicaRuntime(Generic[C, R]):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # ---------------------------------------------------------------- views
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.tick_ms / 1000)
+            await self.step(self.core.tick)
 
-    async def on_heartbeat(self, heartbeat: Heartbeat) -> ReplicaStatus:
-        """Adopt the front end's views (persisting a new epoch first)."""
-        view = heartbeat.views.get(self.node.tier)
-        self.views = dict(heartbeat.views)
-        if view is None:
-            return self.status()
-        if view.epoch == self.core.epoch and not self.core.staged:
-            self.core.install_view(view)  # same epoch: nothing to persist, no need to wait
-            return self.status()
+    # ---------------------------------------------------------------- steps
+
+    async def step(self, event: Callable[[int], Ready]) -> Ready:
+        """Run one core step and apply its Ready: persist, advance, then send."""
         async with self._lock:
-            before = (self.core.role, self.core.epoch)
-            if view.epoch > self.core.epoch:
-                await self.store.write(partial(save_epoch, epoch=view.epoch))
-            self.core.install_view(view)
-            if self.core.needs_promotion():
-                await self._persist(self.core.promotion_plan())
-            after = (self.core.role, self.core.epoch)
-        if after != before:
-            log.info(
-                "transition=view tier=%s node=%s epoch=%d role=%s",
-                self.node.tier,
-                self.node.name,
-                after[1],
-                after[0],
-            )
+            ready = event(monotonic_ms())
+            await self._persist(ready)
+            self.core.advance(ready)
+        for line in ready.transitions:
+            log.info(line)
+        for send in ready.send:
+            self.spawn(self._send(send), "send")
+        self._after_step()
+        return ready
+
+    async def _persist(self, ready: Ready) -> None:
+        for effect in ready.persist:
+            if isinstance(effect, SaveEpoch):
+                await self.store.write(partial(save_epoch, epoch=effect.epoch))
+            elif isinstance(effect, Stage):
+                await self.store.write(
+                    partial(
+                        stage_entries,
+                        tables=self.store.tables,
+                        epoch=effect.epoch,
+                        truncate_from=effect.truncate_from,
+                        entries=effect.stage,
+                        apply=effect.apply,
+                        commit_seq=effect.commit_seq,
+                    )
+                )
+            elif isinstance(effect, CommitBatch):
+                await self._commit(effect.entry)
+            else:
+                assert isinstance(effect, AbortBatch)
+                await asyncio.shield(self.store.write(rollback_batch))
+                self._finish_batch(Unavailable(f"the write was abandoned: {effect.reason}"))
+
+    async def _commit(self, entry: Entry) -> None:
+        try:
+            await self.store.write(commit_batch)
+        except Exception:
+            # Whether the entry is on disk is unknown, and memory cannot be made to agree:
+            # restart from the disk (the supervisor does it; the boot epoch rule then forces
+            # a new epoch, so this (epoch, seq) is never written again).
+            log.critical("transition=exit reason=commit_failed seq=%d", entry.seq, exc_info=True)
+            os._exit(1)
+        self._finish_batch(None)
+
+    def _after_step(self) -> None:
+        view = self.core.view
+        if self._queue and (view is None or self.core.role != "primary"):
+            self._fail_queue(NotPrimary(f"{self.node.name} is not the primary"))
+        if self._queue:
             self._wakeup.set()
-        return self.status()
+        for tier, known in self.core.views.items():
+            event = self.primary_changed.setdefault(tier, asyncio.Event())
+            if self._primaries.get(tier) != known.primary:
+                self._primaries[tier] = known.primary
+                event.set()
+                self.primary_changed[tier] = asyncio.Event()
+            for member in known.members:
+                self.urls[member.name] = member.url
 
-    def status(self) -> ReplicaStatus:
-        return msgspec.structs.replace(self.core.status(), invalidating=self.invalidating)
+    # ---------------------------------------------------------------- sends
 
-    def view_of(self, tier: str) -> View:
-        """Raises: Unavailable before the front end has announced that tier's view."""
-        view = self.views.get(tier)
-        if view is None:
-            raise Unavailable(f"no view of the {tier} tier yet")
-        return view
+    async def _send(self, send: Send) -> None:
+        message = send.message
+        if isinstance(message, LeaseRequest):
+            await self._send_lease(message)
+        elif isinstance(message, Invalidate):
+            await self._send_invalidate(message)
+        else:
+            await self._send_append(send.to, message)
+
+    async def _send_lease(self, message: LeaseRequest) -> None:
+        try:
+            self._cut_off()
+            reply = await self.transport.call(
+                "POST",
+                self.cluster.frontend.url + "/internal/lease",
+                LeaseReply,
+                body=message,
+                timeout_ms=self.limits.lease_timeout_ms,
+            )
+        except (TransportError, BazarError):
+            await self.step(partial(self.core.on_lease_failed, message.seq))
+            return
+        await self.step(partial(self.core.on_lease_reply, message.seq, reply.views, reply.granted))
+
+    async def _send_invalidate(self, message: Invalidate) -> None:
+        try:
+            self._cut_off()
+            await self.transport.call(
+                "POST",
+                self.cluster.frontend.url + "/internal/invalidate",
+                InvalidateReply,
+                body=message,
+                timeout_ms=self.limits.read_timeout_ms,
+            )
+        except (TransportError, BazarError) as error:
+            log.warning("transition=frontend_unreachable error=%s", error)
+            await self.step(self.core.on_invalidate_failed)
+            return
+        await self.step(self.core.on_invalidate_reply)
+
+    def _cut_off(self) -> None:
+        """Raises: TransportError while isolated from the front end (test hook)."""
+        if self.isolated_from_frontend:
+            raise TransportError("isolated from the front end (test hook)", definite=False)
+
+    async def _send_append(self, peer: str, message: Append) -> None:
+        url = self.urls.get(peer)
+        try:
+            if url is None:
+                raise Unavailable(f"no address for {peer}")
+            reply = await self.transport.call(
+                "POST",
+                url + "/internal/append",
+                AppendReply,
+                body=message,
+                timeout_ms=self.limits.replicate_timeout_ms,
+            )
+        except (TransportError, BazarError):
+            await self.step(partial(self.core.on_append_failed, peer))
+            return
+        await self.step(partial(self.core.on_append_reply, peer, message, reply))
 
     # ---------------------------------------------------------------- writes (primary)
 
     async def submit(self, command: C) -> R:
         """Execute one command through the replicated log and return its result.
 
-        Raises: NotPrimary, Unavailable.
+        Raises: NotPrimary, Refused (definitely not executed), Unavailable.
         """
-        if self.core.role != "primary":
+        core = self.core
+        if core.role != "primary":
             raise NotPrimary(f"{self.node.name} is not the primary of the current view")
+        if not core.leased(monotonic_ms()):
+            # Definite: the command is not queued, so it can never run later on its own.
+            raise Refused(f"{self.node.name} holds no lease from the front end")
         if len(self._queue) >= self.limits.inflight_commands_max:
             raise Unavailable("too many writes in flight")
-        stalled = self.stalled_since
-        if stalled is not None and time.monotonic() - stalled > self.limits.stall_ms_max / 1000:
-            # Definite: the command is not queued, so it can never run later on its own.
-            raise Refused("a backup is unreachable; writes wait for it")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((command, future))
         self._wakeup.set()
@@ -189,207 +310,94 @@ class ReplicaRuntime(Generic[C, R]):
         while not self._stopping:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._queue:
-                batch = self._queue[: self.limits.batch_commands_max]
-                del self._queue[: len(batch)]
-                await self._run_batch(batch)
-            if self.core.role == "primary" and self.core.backups():
-                self.spawn(self._notify_commit(), "commit-notice")
+            while self._queue and await self._run_batch():
+                await self._batch_done.wait()  # set at once when the batch logged nothing
 
-    async def _run_batch(self, batch: list[tuple[C, asyncio.Future[R]]]) -> None:
-        commands = [command for command, _ in batch]
-        try:
-            async with self._lock:
-                results = await self._execute(commands)
-        except asyncio.CancelledError:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(Unavailable("the replica is stopping"))
-            raise
-        except Exception as error:
-            failure = error if isinstance(error, NotPrimary | Unavailable | Refused) else None
-            if failure is None:
+    async def _run_batch(self) -> bool:
+        """Start the next batch if the core allows one; False when it must wait."""
+        async with self._lock:
+            core = self.core
+            if not core.can_propose(monotonic_ms()):
+                return False
+            batch = self._queue[: self.limits.batch_commands_max]
+            del self._queue[: len(batch)]
+            version = (core.epoch, core.next_seq())
+            commands = [command for command, _ in batch]
+            try:
+                entry, results = await self.store.write(
+                    partial(begin_batch, machine=self.machine, commands=commands, version=version)
+                )
+            except Exception:
                 log.exception("batch failed")
-                failure = Unavailable("the write could not be completed")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
-            return
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(Unavailable("the write could not be executed"))
+                self._batch_done.set()
+                return True
+            if entry is None:
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+                self._batch_done.set()
+                return True
+            self._batch = (batch, results)
+            self._batch_done.clear()
+            ready = core.propose(entry, monotonic_ms())
+            await self._persist(ready)
+            core.advance(ready)
+        for line in ready.transitions:
+            log.info(line)
+        for send in ready.send:
+            self.spawn(self._send(send), "send")
+        return True
+
+    def _finish_batch(self, error: BazarError | None) -> None:
+        assert self._batch is not None
+        batch, results = self._batch
+        self._batch = None
         for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
-
-    async def _execute(self, commands: list[C]) -> list[R]:
-        core = self.core
-        if core.role != "primary":
-            raise NotPrimary(f"{self.node.name} is no longer the primary")
-        version = (core.epoch, core.next_seq())
-        entry, results = await self.store.write(
-            partial(begin_batch, machine=self.machine, commands=commands, version=version)
-        )
-        if entry is None:
-            return results
-        try:
-            async with asyncio.TaskGroup() as group:  # both must finish before the COMMIT
-                group.create_task(self._replicate(entry))
-                if self.before_commit is not None:
-                    group.create_task(self.before_commit(entry))
-        except BaseException as error:
-            # The entry may be staged on some backups: this primary must never write another
-            # entry at the same (epoch, seq), so it steps down until the view manager gives it
-            # a new epoch (replica rule 4).
-            try:
-                await asyncio.shield(self.store.write(rollback_batch))
-            finally:
-                self.invalidating = None
-                core.step_down()
-            log.warning(
-                "transition=step_down tier=%s node=%s epoch=%d seq=%d reason=%s",
-                self.node.tier,
-                self.node.name,
-                entry.epoch,
-                entry.seq,
-                type(error).__name__,
-            )
-            if isinstance(error, BaseExceptionGroup) and error.subgroup(Deposed) is not None:
-                raise Unavailable("this primary was deposed; retry") from None
-            raise
-        finally:
-            self.stalled_since = None
-        try:
-            await self.store.write(commit_batch)
-        except Exception:
-            # Whether the entry is on disk is unknown, and memory cannot be made to agree:
-            # restart from the disk (the supervisor does it; the boot epoch rule then forces
-            # a new epoch, so this (epoch, seq) is never written again).
-            log.critical("transition=exit reason=commit_failed seq=%d", entry.seq, exc_info=True)
-            os._exit(1)
-        finally:
-            self.invalidating = None
-        core.on_commit(entry)
-        return results
-
-    async def _replicate(self, entry: Entry) -> None:
-        """Return once every backup of the view has staged `entry`.
-
-        Raises: Deposed.
-        """
-        async with asyncio.TaskGroup() as group:
-            for name in self.core.backups():
-                group.create_task(self._replicate_to(name, entry))
-
-    async def _replicate_to(self, backup: str, entry: Entry) -> None:
-        url = self.view_of(self.node.tier).url_of(backup) + "/internal/append"
-        entries, prev_epoch = [entry], self.core.commit_epoch
-        failing = False
-        while True:
-            message = self.core.append_for(entries, prev_epoch)
-            try:
-                reply = await self.transport.call(
-                    "POST",
-                    url,
-                    AppendReply,
-                    body=message,
-                    timeout_ms=self.limits.replicate_timeout_ms,
-                )
-            except TransportError as error:
-                if not failing:
-                    log.warning("transition=backup_unreachable node=%s error=%s", backup, error)
-                    failing = True
-                self.note_stall()
-                await asyncio.sleep(self.limits.replicate_retry_ms / 1000)
+            if future.done():
                 continue
-            if failing:
-                log.info("transition=backup_reachable node=%s", backup)
-                failing = False
-            verdict = self.core.on_append_reply(backup, entry.seq, reply)
-            if verdict == "acked":
-                return
-            if verdict == "deposed":
-                raise Deposed()
-            entries, prev_epoch = self._catch_up_entries(backup, entry)
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+        self._batch_done.set()
 
-    def note_stall(self) -> None:
-        """The batch in flight waits for a peer that does not answer (a backup, or the front
-        end for an invalidation). Past `stall_ms_max`, new writes are refused and so are the
-        queued ones: none of them has been executed, so the refusal is definite."""
-        now = time.monotonic()
-        if self.stalled_since is None:
-            self.stalled_since = now
-        elif now - self.stalled_since > self.limits.stall_ms_max / 1000 and self._queue:
-            queued, self._queue = self._queue, []
-            for _, future in queued:
-                if not future.done():
-                    future.set_exception(Refused("a peer is unreachable; writes wait for it"))
-
-    def _catch_up_entries(self, backup: str, entry: Entry) -> tuple[list[Entry], int]:
-        first = self.core.resend_from(backup)
-        assert first <= entry.seq
-        limit = self.limits.catch_up_entries_max
-        older = self.store.read_log(max(first - 1, 1), entry.seq - 1, limit=limit + 1)
-        prev_epoch = 0
-        if older and older[0].seq == first - 1:
-            prev_epoch = older[0].epoch
-            older = older[1:]
-        if len(older) > limit - 1:
-            return older[:limit], prev_epoch
-        return [*older, entry], prev_epoch
-
-    async def _notify_commit(self) -> None:
-        """Tell idle backups the commit point, so their reads need not ask us. Under load the
-        next Append carries it, so the notice waits a moment and gives way to a newer batch."""
-        commit_seq = self.core.commit_seq
-        await asyncio.sleep(self.limits.commit_notice_delay_ms / 1000)
-        if self.core.role != "primary" or self.core.commit_seq != commit_seq or self._queue:
-            return
-        message = self.core.heartbeat_append()
-        view = self.view_of(self.node.tier)
-        for name in view.backups:
-            with contextlib.suppress(TransportError, BazarError):
-                await self.transport.call(
-                    "POST",
-                    view.url_of(name) + "/internal/append",
-                    AppendReply,
-                    body=message,
-                    timeout_ms=self.limits.replicate_timeout_ms,
-                )
+    def _fail_queue(self, error: BazarError) -> None:
+        queued, self._queue = self._queue, []
+        for _, future in queued:
+            if not future.done():
+                future.set_exception(error)
 
     # ---------------------------------------------------------------- backup side
 
     async def on_append(self, message: Append) -> AppendReply:
-        async with self._lock:
-            if self.core.role == "primary" and message.epoch <= self.core.epoch:
-                return AppendReply(
-                    status="stale_epoch",
-                    epoch=self.core.epoch,
-                    last_seq=self.core.last_seq,
-                    commit_seq=self.core.commit_seq,
-                )
-            plan = self.core.plan_append(message)
-            await self._persist(plan)
-            return plan.reply
+        ready = await self.step(partial(self.core.on_append, message))
+        assert ready.reply is not None
+        return ready.reply
 
-    async def _persist(self, plan: AppendPlan) -> None:
-        core = self.core
-        if plan.writes or plan.epoch != core.epoch or plan.commit_seq != core.commit_seq:
-            await self.store.write(
-                partial(
-                    stage_entries,
-                    tables=self.store.tables,
-                    epoch=plan.epoch,
-                    truncate_from=plan.truncate_from,
-                    entries=plan.stage,
-                    apply=plan.apply,
-                    commit_seq=plan.commit_seq,
-                )
-            )
-        core.on_persisted(plan)
+    # ---------------------------------------------------------------- views and reads
 
-    # ---------------------------------------------------------------- reads
+    def status(self) -> ReplicaStatus:
+        return self.core.status()
+
+    def view_of(self, tier: str) -> View:
+        """Raises: Unavailable before the front end has announced that tier's view."""
+        view = self.core.views.get(tier)
+        if view is None:
+            raise Unavailable(f"no view of the {tier} tier yet")
+        return view
+
+    def failover(self, tier: str) -> asyncio.Event:
+        """An event set when the tier's primary next changes (to abandon a call to a primary
+        that a failover replaced)."""
+        return self.primary_changed.setdefault(tier, asyncio.Event())
 
     def readable(self) -> None:
-        """Raises: Unavailable when this replica may not serve reads (no role in a view)."""
-        if self.core.role == "none":
+        """Raises: Unavailable when this replica may not serve reads (no role in the current
+        view, no lease, or a promotion under way)."""
+        if not self.core.serving(monotonic_ms()):
             raise Unavailable(f"{self.node.name} is not serving reads")
 
     def commit_point(self) -> CommitPoint:
@@ -409,6 +417,8 @@ class ReplicaRuntime(Generic[C, R]):
         dirty = self.core.dirty(self.store.tables, table)
         if not dirty or (keys is not None and not (dirty & keys)):
             return []
+        if self.core.role == "primary":
+            raise Unavailable("the primary is promoting its staged entries; retry")
         # Taken before the wait: the caller read its rows before it, and the entries may be
         # applied (and leave `staged`) while we wait for the primary.
         staged = self.core.committed_overlay(self.core.last_seq)
@@ -419,9 +429,9 @@ class ReplicaRuntime(Generic[C, R]):
                 "GET",
                 view.url_of(view.primary) + "/internal/commit",
                 CommitPoint,
-                timeout_ms=self.limits.read_timeout_ms,
+                timeout_ms=self.limits.commit_check_timeout_ms,
             )
-        except (TransportError, NotPrimary) as error:
+        except (TransportError, BazarError) as error:
             raise Unavailable(f"cannot check a pending write with the primary: {error}") from None
         if self.core.truncations != truncations:
             # A newer primary replaced staged entries while we waited: the snapshot may hold

@@ -166,6 +166,34 @@ class Store:
             digests[table] = TableDigest(rows=rows, sha256=hasher.hexdigest())
         return digests
 
+    def first_log_seq(self) -> int:
+        """The oldest entry still in the log (older ones were pruned), or the next seq to
+        come when the log is empty."""
+        row = self.reader.execute("SELECT min(seq) FROM log").fetchone()
+        if row[0] is not None:
+            return int(row[0])
+        commit = self.reader.execute("SELECT value FROM meta WHERE key = 'commit_seq'").fetchone()
+        return int(commit[0]) + 1
+
+    def snapshot(self) -> tuple[bytes, int, int]:
+        """A consistent copy of the committed database (SQLite's backup API), with the commit
+        point it holds: `(bytes, commit_seq, commit_epoch)`."""
+        copy = sqlite3.connect(":memory:")
+        try:
+            self.reader.backup(copy)
+            commit_seq = int(
+                copy.execute("SELECT value FROM meta WHERE key = 'commit_seq'").fetchone()[0]
+            )
+            row = copy.execute("SELECT epoch FROM log WHERE seq = ?", (commit_seq,)).fetchone()
+            data = bytearray(copy.serialize())
+            # Header bytes 18-19 say WAL (2); an in-memory copy must be opened as a rollback
+            # journal database (1), else SQLite cannot write it. The receiver's own file
+            # stays in WAL mode: the backup API copies pages, not the journal mode.
+            data[18:20] = b"\x01\x01"
+            return bytes(data), commit_seq, int(row[0]) if row else 0
+        finally:
+            copy.close()
+
     def read_log(self, first_seq: int, last_seq: int | None, limit: int = 10_000) -> list[Entry]:
         upper = last_seq if last_seq is not None else 2**62
         rows = self.reader.execute(
@@ -254,6 +282,26 @@ def stage_entries(
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def prune_log(conn: sqlite3.Connection, below_seq: int) -> None:
+    """Forget committed entries below `below_seq` (a replica that needs them gets a snapshot)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'commit_seq'").fetchone()
+    assert below_seq <= int(row[0]) + 1  # never a staged entry
+    conn.execute("DELETE FROM log WHERE seq < ?", (below_seq,))
+
+
+def install_snapshot(conn: sqlite3.Connection, data: bytes, epoch: int) -> None:
+    """Replace the whole database by a primary's snapshot (one backup-API copy, under the
+    writer's lock), keeping the highest epoch this replica has seen."""
+    source = sqlite3.connect(":memory:")
+    try:
+        source.deserialize(data)
+        source.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'epoch'", (epoch,))
+        source.commit()
+        source.backup(conn)
+    finally:
+        source.close()
 
 
 def save_epoch(conn: sqlite3.Connection, epoch: int) -> None:

@@ -13,12 +13,15 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from bazar.config import Cluster, Node
+import msgspec
+
+from bazar.config import Cluster, Node, load_cluster
 
 POLL_S = 0.1
 BACKOFF_FIRST_S = 0.2
@@ -67,32 +70,61 @@ def _serves(node: Node) -> bool:
         return False
 
 
+def _stop(child: Child) -> None:
+    if child.process is None or not child.alive():
+        return
+    child.process.send_signal(signal.SIGTERM)
+    try:
+        child.process.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        child.process.kill()
+        child.process.wait()
+
+
 class Supervisor:
+    """Runs the processes the cluster file lists. The front end rewrites that file when a
+    replica is added or removed at runtime (SPEC §2 admin routes): the supervisor then
+    starts or stops it."""
+
     def __init__(self, cluster: Cluster, cluster_file: Path, *, restart: bool) -> None:
         self.cluster = cluster
+        self.cluster_file = cluster_file
+        self.cluster_mtime_ns = cluster_file.stat().st_mtime_ns
         self.restart = restart
         self.stopping = False
-        logs = Path(cluster.data_dir) / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        self.logs = Path(cluster.data_dir) / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
         replicas = [*cluster.catalog, *cluster.order]
-        self.children = [
-            Child(
-                node=node,
-                command=[
-                    sys.executable,
-                    "-m",
-                    "bazar",
-                    "serve",
-                    node.tier,
-                    "--config",
-                    str(cluster_file),
-                    "--name",
-                    node.name,
-                ],
-                log_path=logs / f"{node.name}.log",
-            )
-            for node in [*replicas, cluster.frontend]
-        ]
+        self.children = [self._child(node) for node in [*replicas, cluster.frontend]]
+
+    def _child(self, node: Node) -> Child:
+        command = [sys.executable, "-m", "bazar", "serve", node.tier]
+        command += ["--config", str(self.cluster_file), "--name", node.name]
+        return Child(node=node, command=command, log_path=self.logs / f"{node.name}.log")
+
+    def follow_cluster_file(self) -> None:
+        """Start replicas added to the cluster file, stop the ones removed from it."""
+        try:
+            mtime_ns = self.cluster_file.stat().st_mtime_ns
+            if mtime_ns == self.cluster_mtime_ns:
+                return
+            cluster = load_cluster(self.cluster_file)
+        except (OSError, ValueError, msgspec.ValidationError, tomllib.TOMLDecodeError):
+            return  # being rewritten; the next poll sees it whole
+        self.cluster_mtime_ns = mtime_ns
+        listed = {node.name: node for node in [*cluster.catalog, *cluster.order] if node.managed}
+        running = {child.node.name for child in self.children}
+        for child in [c for c in self.children if c.node.tier != "frontend"]:
+            if child.node.name not in listed:
+                print(f"{child.node.name} removed; stopping it")
+                _stop(child)
+                self.children.remove(child)
+        for name, node in listed.items():
+            if name not in running:
+                print(f"{name} added; starting it at {node.url}")
+                child = self._child(node)
+                child.start()
+                self.children.insert(-1, child)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -137,6 +169,7 @@ class Supervisor:
         return 0
 
     def tick(self, now: float) -> None:
+        self.follow_cluster_file()
         for child in self.children:
             if child.alive():
                 if now - child.started_at > STABLE_S:

@@ -8,7 +8,9 @@ whose outcome is unknown.
 
 from __future__ import annotations
 
-from typing import TypeVar
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
@@ -53,6 +55,7 @@ class Transport:
         *,
         timeout_ms: int,
         body: object | None = None,
+        raw: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> T:
         """One request; a 2xx body decodes as `reply_type`, a JSON error as its BazarError.
@@ -61,8 +64,10 @@ class Transport:
         """
         session = self._session
         assert session is not None, "Transport.start() first"
-        data = encode(body) if body is not None else None
-        send_headers = {"Content-Type": "application/json"} if data is not None else {}
+        data = encode(body) if body is not None else raw
+        send_headers = {"Content-Type": "application/json"} if body is not None else {}
+        if raw is not None:
+            send_headers["Content-Type"] = "application/octet-stream"
         send_headers.update(headers or {})
         timeout = aiohttp.ClientTimeout(total=timeout_ms / 1000)
         try:
@@ -94,3 +99,21 @@ def _peer_error(url: str, status: int, payload: bytes) -> BazarError | Transport
     if error_class is None:
         return TransportError(f"{url}: HTTP {status} {detail.code}", definite=False)
     return error_class(detail.message)
+
+
+async def unless_changed(call: Coroutine[Any, Any, T], changed: asyncio.Event, what: str) -> T:
+    """Await `call`, but give it up as soon as `changed` is set (a failover replaced the
+    primary it was sent to): its outcome is then unknown.
+
+    Raises: TransportError (indefinite) when given up, and whatever `call` raises.
+    """
+    task = asyncio.ensure_future(call)
+    waiter = asyncio.ensure_future(changed.wait())
+    try:
+        await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if not task.done():
+        task.cancel()
+        raise TransportError(f"{what}: the primary changed during the call", definite=False)
+    return task.result()

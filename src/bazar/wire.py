@@ -121,6 +121,28 @@ class CacheInfo(Struct, frozen=True):
     rejected_fills: int
 
 
+class TierData(Struct, frozen=True):
+    data: TierInfo
+
+
+class ReplicaData(Struct, frozen=True):
+    data: ReplicaInfo
+
+
+class ReplicaAdd(Struct, frozen=True):
+    """Admin: add a replica to a service; `url` registers one started elsewhere."""
+
+    service: Literal["catalog", "order"]
+    url: str | None = None
+
+
+class Switchover(Struct, frozen=True):
+    """Admin: move a service's primary role, to `to` or the best in-sync backup."""
+
+    service: Literal["catalog", "order"]
+    to: str | None = None
+
+
 class ClusterInfo(Struct, frozen=True):
     catalog: TierInfo
     order: TierInfo
@@ -165,6 +187,13 @@ class ReadDelay(Struct, frozen=True):
 
 class ReadDelayState(Struct, frozen=True):
     waiting: int
+
+
+class Isolation(Struct, frozen=True):
+    """Test hook (only with `--test-hooks`): cut this replica off from the front end (every
+    lease request and invalidation fails as if the network dropped it), or heal it."""
+
+    frontend: bool
 
 
 # ---------------------------------------------------------------- replication
@@ -235,12 +264,6 @@ class View(Struct, frozen=True):
         raise KeyError(name)
 
 
-class Heartbeat(Struct, frozen=True):
-    """Front end -> replica, every heartbeat: the current views of both tiers."""
-
-    views: dict[str, View]
-
-
 class TableDigest(Struct, frozen=True):
     rows: int
     sha256: str
@@ -265,9 +288,46 @@ class ReplicaStatus(Struct, frozen=True):
     last_seq: int
     last_epoch: int
     commit_seq: int
+    promoting: bool = False
     invalidating: Invalidate | None = None
     """A catalog primary's write between its invalidation and its COMMIT: a front end that
     restarted meanwhile learns it here, before it fills its cache."""
+
+
+class ReplicaHealth(Struct, frozen=True):
+    """A replica's own answer to `/health`, `/primary` and `/replica` (Patroni's checks)."""
+
+    name: str
+    role: Role
+    state: Literal["in_sync", "catching_up"]
+    epoch: int
+    last_seq: int
+    commit_seq: int
+
+
+class ReplicaHealthData(Struct, frozen=True):
+    data: ReplicaHealth
+
+
+class LeaseRequest(Struct, frozen=True):
+    """Replica -> front end, every `lease_renew_ms`: its status, and a request for a lease
+    measured on the replica's clock from when it sent this (so a late answer grants less,
+    never more). `seq` grows per process: the front end ignores a request older than one it
+    has answered, so a delayed request can never undo a newer answer. A primary names in
+    `join` the catching-up replicas that hold its whole committed log; it commits nothing
+    until the answer to this request (or a later one) tells it whether they joined."""
+
+    status: ReplicaStatus
+    seq: int
+    join: tuple[str, ...] = ()
+
+
+class LeaseReply(Struct, frozen=True):
+    """Front end -> replica: the installed views of both tiers; `granted` is false for a
+    request older than one already answered (the replica ignores it)."""
+
+    views: dict[str, View]
+    granted: bool = True
 
 
 # ---------------------------------------------------------------- catalog commands

@@ -73,6 +73,7 @@ RETRY_DEADLINE_S = 20.0
 RETRY_ATTEMPTS_MAX = 100
 REPLAYS_MAX = 60
 PAUSE_S = 2.0
+WRITE_GAP_S = 2.0  # SPEC §3.5: writes resume within 2 s of a fault, measured from it
 RETRY_PROCESS = 1000
 PROBE_PROCESS = 2000
 REFUSED_MESSAGE = "cannot take sales now"  # the order service's words for "definitely not done"
@@ -590,45 +591,27 @@ def test_kill_9_under_purchase_load_loses_no_acknowledged_purchase(
 # ---------------------------------------------------------------- 3: SIGSTOP of the backup
 
 
-def test_sigstop_of_the_catalog_backup_refuses_writes_and_each_retried_key_sells_once(
+def test_sigstop_of_the_catalog_backup_drops_it_and_each_retried_key_sells_once(
     tmp_path: Path,
 ) -> None:
-    """The catalog backup paused (SIGSTOP) for about 2 s under load, then continued: during
-    the pause purchases end in 503, some refused (definitely not done); afterwards writes
-    succeed; every 503 key retried with the same key ends with exactly one order."""
+    """The catalog backup paused (SIGSTOP) for 2 s under load, longer than its lease, then
+    continued: it is dropped from the view once its lease has expired and writes go on
+    without it (every 503 arrives within WRITE_GAP_S of the pause; purchases succeed while it
+    is still paused); after SIGCONT it catches up and rejoins in sync; every 503 key retried
+    with the same key ends with exactly one order."""
     ledger = Ledger()
-    with (
-        fault_cluster(tmp_path, ledger, restart=False) as cluster,
-        ThreadPoolExecutor(PROBE_WORKERS) as probes,
-    ):
+    with fault_cluster(tmp_path, ledger, restart=False) as cluster:
         pid = int(replica(cluster, "catalog-2")["pid"])
-        probe_keys: list[str] = []
-
-        def probe() -> bool:
-            """One more purchase from a thread of its own: the 8 clients may all be waiting
-            for writes that wait for the backup, and only new purchases can be refused."""
-            key = uuid.uuid4().hex
-            probe_keys.append(key)
-            probes.submit(ledger.buy, cluster, PROBE_PROCESS, key, 1 + len(probe_keys) % 3, 1)
-            return True
-
-        def refused_since(since_s: float) -> int:
-            return sum(1 for a in ledger.answers() if a.refused and a.invoke_s >= since_s)
-
+        epoch = int(cluster.cluster_info()["catalog"]["epoch"])
         with purchase_load(cluster, ledger):
             ledger.wait_for_acks(ACKS_BEFORE_FAULT, 0.0, "before the pause")
             os.kill(pid, signal.SIGSTOP)
             paused_s = time.monotonic()
             try:
-                wait_until(
-                    lambda: probe() and refused_since(paused_s) > 0,
-                    RECOVERY_DEADLINE_S,
-                    "a purchase refused while the backup is paused",
-                )
+                ledger.wait_for_acks(20, paused_s + WRITE_GAP_S, "while the backup is paused")
                 wait_until(lambda: time.monotonic() - paused_s >= PAUSE_S, 10, "the pause")
             finally:
                 os.kill(pid, signal.SIGCONT)
-            continued_s = time.monotonic()
             wait_until(
                 lambda: back_in_sync(cluster, "catalog-2", None),
                 RECOVERY_DEADLINE_S,
@@ -636,21 +619,17 @@ def test_sigstop_of_the_catalog_backup_refuses_writes_and_each_retried_key_sells
             )
             recovered_s = time.monotonic()
             ledger.wait_for_acks(ACKS_AFTER_RECOVERY, recovered_s, "after SIGCONT")
-        print(summary(ledger), f"{len(probe_keys)} probes")
+        print(summary(ledger))
 
-        during = [a for a in ledger.answers() if paused_s <= a.invoke_s < continued_s]
-        assert any(a.status == 503 for a in during), Counter(a.status for a in during)
-        refused_keys = [p.key for p in ledger.snapshot() if any(a.refused for a in p.answers)]
-        assert refused_keys, "no purchase was refused while the backup was paused"
+        assert int(cluster.cluster_info()["catalog"]["epoch"]) >= epoch + 2  # dropped, rejoined
+        late = [a for a in ledger.answers() if a.status == 503 and a.complete_s > paused_s]
+        assert all(a.complete_s - paused_s <= WRITE_GAP_S for a in late), [
+            round(a.complete_s - paused_s, 3) for a in late
+        ]
         check_before_retries(cluster, ledger)
-        retried = resolve_unknown(cluster, ledger)
-        assert retried >= len(refused_keys)
+        resolve_unknown(cluster, ledger)
         replay_acknowledged(cluster, ledger, paused_s)
         check_after_retries(cluster, ledger)
-        for key in refused_keys:
-            purchase = ledger.purchases[key]
-            assert purchase.final.status == 200, (key, purchase.answers)
-            assert len(purchase.order_ids) == 1, (key, purchase.answers)
 
 
 # ---------------------------------------------------------------- 4: dead backup, no restart
@@ -670,25 +649,29 @@ def running_threads(
             thread.join(timeout=3 * CLIENT_TIMEOUT_S)
 
 
-def test_dead_catalog_backup_without_restart_refuses_writes_and_serves_reads(
+def test_dead_catalog_backup_without_restart_is_dropped_and_rejoins_when_started(
     tmp_path: Path,
 ) -> None:
-    """kill -9 of the catalog backup with `--no-restart`: /health turns 503, /cluster shows
-    it down, every purchase gets 503 `unavailable` (never 200, never another 5xx) and reads
-    of books without writes in flight all succeed. Then the backup is started again by hand,
-    catches up, and every 503 key, retried, sells exactly once."""
+    """kill -9 of the catalog backup with `--no-restart`: /cluster shows it down, it is
+    dropped from the view (new epoch) and the service keeps taking writes and serving reads
+    without it (/health 200, purchases 200). Then it is started again by hand, catches up
+    from the primary's log, rejoins in sync, and every 503 key, retried, sells exactly
+    once, with identical digests."""
     ledger = Ledger()
     with fault_cluster(tmp_path, ledger, restart=False, no_cache=True) as cluster:
         pid = int(replica(cluster, "catalog-2")["pid"])
+        epoch = int(cluster.cluster_info()["catalog"]["epoch"])
         os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: health(cluster) == 503, RECOVERY_DEADLINE_S, "/health 503")
+        killed_s = time.monotonic()
         wait_until(
             lambda: replica(cluster, "catalog-2")["state"] == "down",
             RECOVERY_DEADLINE_S,
             "catalog-2 down in /cluster",
         )
-        status, body = cluster.json("GET", "/health")
-        assert (status, body["error"]["code"]) == (503, "unavailable"), body
+        wait_until(lambda: health(cluster) == 200, WRITE_GAP_S, "/health 200 without it")
+        assert time.monotonic() - killed_s <= WRITE_GAP_S + 0.5
+        info = cluster.cluster_info()["catalog"]
+        assert int(info["epoch"]) > epoch, info
 
         reads = ReadLoad(cluster, ["/info/2", "/info/3"], clients=4)
         load = PurchaseLoad(cluster, ledger, book_ids=[1], clients=4)
@@ -705,11 +688,9 @@ def test_dead_catalog_backup_without_restart_refuses_writes_and_serves_reads(
 
         answers = ledger.answers()
         assert ledger.unexpected() == [], ledger.unexpected()[:5]
-        assert Counter((a.status, a.code) for a in answers) == {(503, "unavailable"): len(answers)}
-        assert any(a.refused for a in answers), "no purchase was refused fast"
+        assert Counter(a.status for a in answers) == {200: len(answers)}
         assert reads.failures == [], reads.failures[:5]
         assert replica(cluster, "catalog-2")["state"] == "down"
-        assert health(cluster) == 503
 
         with served_by_hand(cluster, "catalog-2"):
             wait_until(
@@ -718,5 +699,5 @@ def test_dead_catalog_backup_without_restart_refuses_writes_and_serves_reads(
                 "catalog-2 started by hand, in sync, /health 200",
             )
             check_before_retries(cluster, ledger)
-            assert resolve_unknown(cluster, ledger) == len(answers)
+            resolve_unknown(cluster, ledger)
             check_after_retries(cluster, ledger)

@@ -1052,7 +1052,7 @@ CATALOG_INTERNAL = [
     ("POST", "/internal/sell"),
     ("POST", "/internal/books/1"),
     ("POST", "/internal/append"),
-    ("POST", "/internal/heartbeat"),
+    ("GET", "/internal/digest"),
     ("GET", "/internal/commit"),
 ]
 ORDER_INTERNAL = [
@@ -1060,7 +1060,7 @@ ORDER_INTERNAL = [
     ("GET", "/orders/x"),
     ("POST", "/internal/purchase"),
     ("POST", "/internal/append"),
-    ("POST", "/internal/heartbeat"),
+    ("GET", "/internal/digest"),
     ("GET", "/internal/commit"),
 ]
 INTERNAL = [("catalog", m, p) for m, p in CATALOG_INTERNAL] + [

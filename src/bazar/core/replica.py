@@ -1,32 +1,67 @@
-"""The replica side of primary/backup replication, without I/O.
+"""The replica side of primary/backup replication, as a step function without I/O.
 
-One class, `Replica`, holds what a replica knows of its own log and of the current view, and
-decides; `runtime.py` persists what it decides, then sends (persist, then send).
+`Replica` holds what one replica process knows (its log position, the views, its lease, the
+batch in flight) and decides; every event is one method returning a `Ready`
+(`core/ready.py`); the caller persists, calls `advance`, then sends. Time comes in as
+`now_ms` (the process's monotonic clock).
 
 Rules:
-1. The primary of epoch e orders writes as `(e, seq)`, seq contiguous from 1. It keeps its
-   write transaction open until every backup of the view has staged the entry, so everything
-   in a primary's database is committed: its `commit_seq == last_seq`.
-2. A backup stages entries (log only) and applies them to its tables once the primary's
-   commit point covers them. Staged entries are the only ones that can ever be discarded.
-3. Fencing: nothing from an epoch older than the replica's own is accepted.
-4. A process never acts as primary in an epoch it may have used before it restarted: it must
-   see a view whose epoch is above the epoch it found on disk at boot (`boot_epoch`). The view
-   manager raises the epoch when a primary reports such a boot.
-5. Two entries with the same seq and the same epoch are the same entry (one primary per
-   epoch); a staged entry that differs from the primary's is from an older epoch, uncommitted,
-   and is dropped.
+1. The primary of epoch e orders writes as `(e, seq)`, seq contiguous from 1, one batch in
+   flight. It keeps the batch's transaction open until every backup of its view has staged
+   the entry (and, on the catalog, the front end has taken the invalidation), so everything
+   in a primary's tables is committed: its `commit_seq == last_seq`.
+2. A backup stages entries (log only) and applies them once the primary's commit point
+   covers them. Staged entries are the only ones that can ever be discarded.
+3. Fencing: nothing from an epoch older than the replica's own is accepted; a primary takes
+   no Append of its own epoch or older.
+4. A process never acts as primary in an epoch it may have used before: it must see a view
+   whose epoch is above `boot_epoch` (raised on boot and whenever a batch is abandoned).
+5. Two entries with the same seq and epoch are the same entry (one primary per epoch); a
+   staged entry that differs from the primary's is from an older epoch, uncommitted, and is
+   dropped.
+6. Leases: a replica serves reads and commits writes only until `lease_until_ms`, which is
+   measured from when it SENT the lease request that the front end answered. The front end
+   drops a replica from a view only after that lease has expired, so a deposed primary never
+   acts beside a new one.
+7. A new primary first replicates its staged suffix to the view's backups and applies it
+   (it may have been committed by the old primary), then takes writes.
+8. A catching-up member (in the view's members, neither primary nor backup) is sent the
+   committed log; once it holds all of it and no batch is in flight, the primary names it in
+   its next lease request (`join`) and commits nothing until the answer says whether the
+   front end added it: so a backup joins holding every committed entry.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
-from bazar.wire import Append, AppendReply, Change, Entry, ReplicaStatus, Role, Upsert, View
+from bazar.core.ready import (
+    FRONTEND,
+    AbortBatch,
+    CommitBatch,
+    Ready,
+    SaveEpoch,
+    Send,
+    Stage,
+)
+from bazar.wire import (
+    Append,
+    AppendReply,
+    Change,
+    Entry,
+    Invalidate,
+    LeaseRequest,
+    ReplicaStatus,
+    Role,
+    Upsert,
+    View,
+)
 
 RowKey = tuple[str, int | str]
+Notify = Callable[[Sequence[Entry]], Invalidate | None]
 
 
 def change_key(change: Change, keys: dict[str, str]) -> RowKey:
@@ -36,20 +71,57 @@ def change_key(change: Change, keys: dict[str, str]) -> RowKey:
     return (change.table, change.key)
 
 
-@dataclass(frozen=True, slots=True)
-class AppendPlan:
-    """What a backup does with one Append: persist these, then send `reply`."""
+class Log(Protocol):
+    """Read access to the committed log (the core never writes it)."""
 
-    reply: AppendReply
-    epoch: int
-    truncate_from: int | None
-    stage: tuple[Entry, ...]
-    apply: tuple[Entry, ...]
-    commit_seq: int
+    def read_log(self, first_seq: int, last_seq: int | None, limit: int = ...) -> list[Entry]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """The replica's clocks and bounds, from `config.Limits`."""
+
+    lease_ms: int = 1000
+    lease_renew_ms: int = 100
+    retry_ms: int = 50
+    commit_notice_ms: int = 2
+    catch_up_entries_max: int = 64
+    invalidate_retry_ms_max: int = 1000
+    min_in_sync: int = 1
+
+    def __post_init__(self) -> None:
+        assert 0 < self.lease_renew_ms < self.lease_ms
+        assert self.catch_up_entries_max >= 1
+        assert self.min_in_sync >= 1
+
+
+@dataclass(slots=True)
+class Peer:
+    """What a primary knows of another replica of its tier."""
+
+    match_seq: int
+    confirmed: bool = False  # it answered ok: its log agrees with ours up to match_seq
+    busy: bool = False  # one Append in flight to a peer at a time, so replies come in order
+    retry_at_ms: int = 0
+    sent_commit_seq: int = 0
+
+
+@dataclass(slots=True)
+class Inflight:
+    """The entries a primary waits to commit: one batch, or the staged suffix it promotes."""
+
+    kind: Literal["batch", "promotion"]
+    entries: tuple[Entry, ...]
+    invalidate: Invalidate | None
+    acked: set[str] = field(default_factory=set)
+    invalidated: bool = False
+    invalidate_busy: bool = False
+    invalidate_retry_at_ms: int = 0
+    invalidate_backoff_ms: int = 0
 
     @property
-    def writes(self) -> bool:
-        return bool(self.truncate_from is not None or self.stage or self.apply)
+    def last_seq(self) -> int:
+        return self.entries[-1].seq
 
 
 @dataclass(slots=True)
@@ -64,9 +136,21 @@ class Replica:
     epoch: int
     commit_seq: int
     commit_epoch: int
+    log: Log
+    timing: Timing = field(default_factory=Timing)
+    notify: Notify | None = None
     staged: dict[int, Entry] = field(default_factory=dict)
     view: View | None = None
-    match_seq: dict[str, int] = field(default_factory=dict)
+    views: dict[str, View] = field(default_factory=dict)
+    lease_until_ms: int = -1
+    lease_seq: int = 0
+    lease_sent: tuple[int, int] | None = None  # (seq, sent_ms) of the request in flight
+    lease_next_ms: int = 0
+    joining_seq: int | None = None
+    inflight: Inflight | None = None
+    peers: dict[str, Peer] = field(default_factory=dict)
+    notice_at_ms: int | None = None
+    primary_since_epoch: int = 0  # the epoch of the view that last made us primary
     truncations: int = 0
 
     def __post_init__(self) -> None:
@@ -88,7 +172,7 @@ class Replica:
         entry = self.staged.get(seq)
         return entry.epoch if entry is not None else None
 
-    # ---------------------------------------------------------------- views and roles
+    # ---------------------------------------------------------------- roles and leases
 
     @property
     def role(self) -> Role:
@@ -99,41 +183,32 @@ class Replica:
             return "primary" if view.epoch > self.boot_epoch else "none"
         return "backup" if self.name in view.backups else "none"
 
-    def install_view(self, view: View) -> bool:
-        """Adopt a view of our tier unless it is older than what we know; the caller has
-        already persisted `view.epoch`. Returns whether the view was adopted."""
-        assert view.tier == self.tier
-        if view.epoch < self.epoch:
-            return False
-        if self.view is None or view.epoch != self.view.epoch:
-            self.match_seq = {}
-        self.view = view
-        self.epoch = view.epoch
-        return True
+    def leased(self, now_ms: int) -> bool:
+        return now_ms < self.lease_until_ms
 
-    def step_down(self) -> None:
-        """Stop acting as primary until a newer view: after a failed replication the current
-        (epoch, seq) may be staged somewhere, so it must never be reused (rule 4)."""
-        self.boot_epoch = max(self.boot_epoch, self.epoch)
-        assert self.role != "primary"
+    @property
+    def promoting(self) -> bool:
+        return self.inflight is not None and self.inflight.kind == "promotion"
 
-    def needs_promotion(self) -> bool:
-        """A new primary first applies what it had staged (it may be committed elsewhere)."""
-        return self.role == "primary" and bool(self.staged)
+    def serving(self, now_ms: int) -> bool:
+        """May this replica answer reads now (rule 6)? A promoting primary may not: its
+        staged suffix is neither applied nor known committed."""
+        return self.role != "none" and self.leased(now_ms) and not self.promoting
 
-    def promotion_plan(self) -> AppendPlan:
-        assert self.needs_promotion()
-        last = self.last_seq
-        return AppendPlan(
-            reply=self._reply("ok"),
-            epoch=self.epoch,
-            truncate_from=None,
-            stage=(),
-            apply=tuple(self.staged[seq] for seq in sorted(self.staged)),
-            commit_seq=last,
+    def can_propose(self, now_ms: int) -> bool:
+        view = self.view
+        return (
+            self.role == "primary"
+            and view is not None
+            and self.inflight is None
+            and self.joining_seq is None
+            and not self.staged
+            and self.leased(now_ms)
+            and 1 + len(view.backups) >= self.timing.min_in_sync
         )
 
     def status(self) -> ReplicaStatus:
+        inflight = self.inflight
         return ReplicaStatus(
             name=self.name,
             tier=self.tier,
@@ -142,86 +217,362 @@ class Replica:
             epoch=self.epoch,
             boot_epoch=self.boot_epoch,
             role=self.role,
+            promoting=self.promoting,
             last_seq=self.last_seq,
             last_epoch=self.last_epoch,
             commit_seq=self.commit_seq,
+            invalidating=None if inflight is None else inflight.invalidate,
         )
 
-    # ---------------------------------------------------------------- primary side
+    # ---------------------------------------------------------------- events: time, leases
+
+    def tick(self, now_ms: int) -> Ready:
+        ready = Ready()
+        self._drive(now_ms, ready)
+        return ready
+
+    def on_lease_reply(self, seq: int, views: dict[str, View], granted: bool, now_ms: int) -> Ready:
+        """The front end answered lease request `seq`: extend the lease from when we sent
+        it, and adopt the views (persisting a newer epoch first)."""
+        ready = Ready()
+        sent = self.lease_sent
+        if sent is None or sent[0] != seq:
+            return ready  # an answer to a request we gave up on: it grants nothing
+        self.lease_sent = None
+        self.lease_next_ms = sent[1] + self.timing.lease_renew_ms
+        if not granted:
+            return ready
+        self.lease_until_ms = max(self.lease_until_ms, sent[1] + self.timing.lease_ms)
+        if self.joining_seq is not None and seq >= self.joining_seq:
+            self.joining_seq = None  # the views below say whether they joined
+        self.views = dict(views)
+        view = views.get(self.tier)
+        if view is not None:
+            self._adopt(view, ready)
+        self._drive(now_ms, ready)
+        return ready
+
+    def on_lease_failed(self, seq: int, now_ms: int) -> Ready:
+        ready = Ready()
+        if self.lease_sent is not None and self.lease_sent[0] == seq:
+            self.lease_sent = None
+            self.lease_next_ms = now_ms + self.timing.retry_ms
+        self._drive(now_ms, ready)
+        return ready
+
+    def _adopt(self, view: View, ready: Ready) -> None:
+        assert view.tier == self.tier
+        if view.epoch < self.epoch:
+            return  # we have seen a newer epoch (from a primary's Append)
+        before = self.role
+        newer = view.epoch > self.epoch
+        self.epoch = view.epoch
+        self.view = view
+        after = self.role
+        if after != "primary":
+            # First: a rollback of the open batch must not undo the new epoch's record.
+            self._abandon("not the primary of the current view", ready)
+        if newer:
+            ready.persist_once(SaveEpoch(view.epoch))
+        if before != after or newer:
+            ready.transitions.append(
+                f"transition=view tier={self.tier} node={self.name} epoch={view.epoch} role={after}"
+            )
+        if after != "primary":
+            return
+        if before != "primary":
+            self.peers = {}
+            self.primary_since_epoch = view.epoch
+            self.notice_at_ms = 0  # backups may lag our commit point: tell them now
+            if self.staged:
+                self._start_promotion(ready)
+        self._known_peers(view)
+
+    def _known_peers(self, view: View) -> None:
+        names = {member.name for member in view.members} - {self.name}
+        for name in names - set(self.peers):
+            self.peers[name] = Peer(match_seq=self.commit_seq)
+        for name in set(self.peers) - names:
+            del self.peers[name]
+
+    def _start_promotion(self, ready: Ready) -> None:
+        """Rule 7: our staged suffix may have been committed by the old primary."""
+        entries = tuple(self.staged[seq] for seq in sorted(self.staged))
+        notify = self.notify(entries) if self.notify is not None else None
+        self.inflight = Inflight(kind="promotion", entries=entries, invalidate=notify)
+        ready.transitions.append(
+            f"transition=promotion tier={self.tier} node={self.name} epoch={self.epoch} "
+            f"from_seq={entries[0].seq} to_seq={entries[-1].seq}"
+        )
+
+    def _abandon(self, reason: str, ready: Ready) -> None:
+        """Stop waiting for the entries in flight; a batch is rolled back, and this process
+        never reuses its (epoch, seq) (rule 4). A promotion leaves its entries staged."""
+        inflight = self.inflight
+        if inflight is None:
+            return
+        self.inflight = None
+        self.boot_epoch = max(self.boot_epoch, self.epoch)
+        if inflight.kind == "batch":
+            ready.persist_once(AbortBatch(reason))
+        ready.transitions.append(
+            f"transition=step_down tier={self.tier} node={self.name} epoch={self.epoch} "
+            f"seq={inflight.last_seq} reason={reason.replace(' ', '_')}"
+        )
+
+    # ---------------------------------------------------------------- events: primary
+
+    def propose(self, entry: Entry, now_ms: int) -> Ready:
+        """The runtime executed a batch in an open transaction and logged `entry`."""
+        assert self.can_propose(now_ms)
+        assert entry.seq == self.commit_seq + 1
+        assert entry.epoch == self.epoch
+        notify = self.notify((entry,)) if self.notify is not None else None
+        self.inflight = Inflight(kind="batch", entries=(entry,), invalidate=notify)
+        self.notice_at_ms = None  # the Append carries the commit point
+        ready = Ready()
+        self._drive(now_ms, ready)
+        return ready
 
     def next_seq(self) -> int:
         assert self.role == "primary"
         assert not self.staged
         return self.commit_seq + 1
 
-    def backups(self) -> tuple[str, ...]:
-        assert self.view is not None
-        return self.view.backups
+    def on_append_reply(
+        self, peer_name: str, sent: Append, reply: AppendReply, now_ms: int
+    ) -> Ready:
+        ready = Ready()
+        peer = self.peers.get(peer_name)
+        if peer is None:
+            return ready
+        peer.busy = False
+        if sent.epoch < self.primary_since_epoch:
+            # Sent in an earlier stint as primary: our log may differ from what it carried.
+            peer.retry_at_ms = now_ms + self.timing.retry_ms
+        elif reply.status == "stale_epoch" or reply.epoch > self.epoch:
+            # The peer knows a newer epoch: ask the front end now rather than at renewal.
+            peer.retry_at_ms = now_ms + self.timing.retry_ms
+            self.lease_next_ms = min(self.lease_next_ms, now_ms)
+        elif reply.status == "ok":
+            sent_to = sent.prev_seq + len(sent.entries)
+            peer.match_seq = sent_to
+            peer.confirmed = True
+            inflight = self.inflight
+            if inflight is not None and sent.entries and sent_to >= inflight.last_seq:
+                inflight.acked.add(peer_name)
+        else:
+            peer.match_seq = min(reply.last_seq, self._log_end())
+            peer.confirmed = False
+        self._drive(now_ms, ready)
+        return ready
 
-    def append_for(self, entries: list[Entry], prev_epoch: int) -> Append:
-        """The Append that carries `entries` (contiguous) to a backup; `prev_epoch` is the
-        epoch of our entry just before the first one (0 before seq 1)."""
-        assert entries
-        assert all(b.seq == a.seq + 1 for a, b in itertools.pairwise(entries))
-        first = entries[0].seq
-        return Append(
+    def on_append_failed(self, peer_name: str, now_ms: int) -> Ready:
+        ready = Ready()
+        peer = self.peers.get(peer_name)
+        if peer is not None:
+            peer.busy = False
+            peer.retry_at_ms = now_ms + self.timing.retry_ms
+            # The commit point it carried may be lost: send it again when the retry is due,
+            # or an idle backup keeps a committed entry unapplied until the next write.
+            peer.sent_commit_seq = 0
+            if self.notice_at_ms is None or self.notice_at_ms > peer.retry_at_ms:
+                self.notice_at_ms = peer.retry_at_ms
+        self._drive(now_ms, ready)
+        return ready
+
+    def on_invalidate_reply(self, now_ms: int) -> Ready:
+        ready = Ready()
+        inflight = self.inflight
+        if inflight is not None and inflight.invalidate_busy:
+            inflight.invalidate_busy = False
+            inflight.invalidated = True
+        self._drive(now_ms, ready)
+        return ready
+
+    def on_invalidate_failed(self, now_ms: int) -> Ready:
+        ready = Ready()
+        inflight = self.inflight
+        if inflight is not None and inflight.invalidate_busy:
+            inflight.invalidate_busy = False
+            backoff = min(
+                max(2 * inflight.invalidate_backoff_ms, self.timing.retry_ms),
+                self.timing.invalidate_retry_ms_max,
+            )
+            inflight.invalidate_backoff_ms = backoff
+            inflight.invalidate_retry_at_ms = now_ms + backoff
+        self._drive(now_ms, ready)
+        return ready
+
+    def _log_end(self) -> int:
+        inflight = self.inflight
+        return inflight.last_seq if inflight is not None else self.commit_seq
+
+    # ---------------------------------------------------------------- the primary's driver
+
+    def _drive(self, now_ms: int, ready: Ready) -> None:
+        """After every event: renew the lease, send what is due, commit what can be."""
+        self._renew_lease(now_ms, ready)
+        view = self.view
+        if self.role != "primary" or view is None:
+            return
+        inflight = self.inflight
+        notice_due = self.notice_at_ms is not None and self.notice_at_ms <= now_ms
+        for name, peer in sorted(self.peers.items()):
+            if peer.busy or peer.retry_at_ms > now_ms:
+                continue
+            if name not in view.backups:  # catching up (rule 8): the committed log only
+                if not peer.confirmed or peer.match_seq < self.commit_seq:
+                    self._send_entries(name, peer, self.commit_seq, ready)
+            elif inflight is not None:
+                if name not in inflight.acked:
+                    self._send_entries(name, peer, inflight.last_seq, ready)
+            elif notice_due and peer.sent_commit_seq < self.commit_seq:
+                self._send_entries(name, peer, self.commit_seq, ready)  # idle commit notice
+        owed = [n for n in view.backups if self.peers[n].sent_commit_seq < self.commit_seq]
+        if notice_due and not owed:
+            self.notice_at_ms = None
+        if inflight is not None:
+            self._send_invalidate(inflight, now_ms, ready)
+            self._maybe_commit(inflight, now_ms, ready)
+
+    def _send_entries(self, name: str, peer: Peer, upto_seq: int, ready: Ready) -> None:
+        """Send `name` our log from its match point, up to `upto_seq` (bounded)."""
+        first = peer.match_seq + 1
+        last = min(upto_seq, peer.match_seq + self.timing.catch_up_entries_max)
+        entries = self._entries(first, last)
+        prev_epoch = self._epoch_of(peer.match_seq)
+        message = Append(
             epoch=self.epoch,
             primary=self.name,
-            prev_seq=first - 1,
+            prev_seq=peer.match_seq,
             prev_epoch=prev_epoch,
             entries=entries,
             commit_seq=self.commit_seq,
         )
+        peer.busy = True
+        peer.sent_commit_seq = self.commit_seq
+        ready.send.append(Send(to=name, message=message))
 
-    def heartbeat_append(self) -> Append:
-        """An empty Append: carries the commit point to backups when no write follows."""
-        return Append(
-            epoch=self.epoch,
-            primary=self.name,
-            prev_seq=self.commit_seq,
-            prev_epoch=self.commit_epoch,
-            entries=[],
-            commit_seq=self.commit_seq,
+    def _entries(self, first: int, last: int) -> list[Entry]:
+        if first > last:
+            return []
+        inflight = self.inflight
+        pending = {e.seq: e for e in inflight.entries} if inflight is not None else {}
+        committed_last = min(last, self.commit_seq)
+        entries = self.log.read_log(first, committed_last) if first <= committed_last else []
+        entries += [pending[seq] for seq in range(max(first, committed_last + 1), last + 1)]
+        assert [e.seq for e in entries] == list(range(first, last + 1)), (first, last)
+        return entries
+
+    def _epoch_of(self, seq: int) -> int:
+        if seq == 0:
+            return 0
+        if seq == self.commit_seq:
+            return self.commit_epoch
+        inflight = self.inflight
+        for entry in inflight.entries if inflight is not None else ():
+            if entry.seq == seq:
+                return entry.epoch
+        found = self.log.read_log(seq, seq)
+        assert found, seq
+        return found[0].epoch
+
+    def _send_invalidate(self, inflight: Inflight, now_ms: int, ready: Ready) -> None:
+        if inflight.invalidate is None or inflight.invalidated or inflight.invalidate_busy:
+            return
+        if inflight.invalidate_retry_at_ms > now_ms:
+            return
+        inflight.invalidate_busy = True
+        ready.send.append(Send(to=FRONTEND, message=inflight.invalidate))
+
+    def _maybe_commit(self, inflight: Inflight, now_ms: int, ready: Ready) -> None:
+        view = self.view
+        assert view is not None
+        if not set(view.backups) <= inflight.acked:
+            return
+        if inflight.invalidate is not None and not inflight.invalidated:
+            return
+        if not self.leased(now_ms):
+            return  # rule 6: wait for the lease (or for the view that deposes us)
+        self.inflight = None
+        self.notice_at_ms = now_ms + self.timing.commit_notice_ms
+        last = inflight.entries[-1]
+        if inflight.kind == "batch":
+            assert last.seq == self.commit_seq + 1
+            ready.persist_once(CommitBatch(last))
+            self.commit_seq = last.seq
+            self.commit_epoch = last.epoch
+            return
+        ready.persist_once(
+            Stage(
+                epoch=self.epoch,
+                truncate_from=None,
+                stage=(),
+                apply=inflight.entries,
+                commit_seq=last.seq,
+            )
+        )
+        ready.transitions.append(
+            f"transition=promoted tier={self.tier} node={self.name} epoch={self.epoch} "
+            f"commit_seq={last.seq}"
         )
 
-    def on_append_reply(
-        self, backup: str, entry_seq: int, reply: AppendReply
-    ) -> Literal["acked", "resend", "deposed"]:
-        """Judge a backup's answer to the Append that carried `entry_seq`."""
-        if reply.status == "stale_epoch" or reply.epoch > self.epoch:
-            return "deposed"
-        if reply.status == "ok" and reply.last_seq >= entry_seq:
-            self.match_seq[backup] = entry_seq
-            return "acked"
-        self.match_seq[backup] = reply.last_seq
-        return "resend"
+    def _renew_lease(self, now_ms: int, ready: Ready) -> None:
+        if self.lease_sent is not None or now_ms < self.lease_next_ms:
+            return
+        join = self._joiners()
+        self.lease_seq += 1
+        self.lease_sent = (self.lease_seq, now_ms)
+        if join:
+            self.joining_seq = self.lease_seq
+        message = LeaseRequest(status=self.status(), seq=self.lease_seq, join=join)
+        ready.send.append(Send(to=FRONTEND, message=message))
 
-    def resend_from(self, backup: str) -> int:
-        """First seq to send a backup that reported a gap."""
-        return self.match_seq.get(backup, self.commit_seq) + 1
+    def _joiners(self) -> tuple[str, ...]:
+        """Rule 8: catching-up peers that hold our whole committed log, while nothing is in
+        flight (and nothing will be until the answer)."""
+        view = self.view
+        if self.role != "primary" or view is None or self.inflight is not None:
+            return ()
+        if self.joining_seq is not None:
+            return ()
+        return tuple(
+            name
+            for name, peer in sorted(self.peers.items())
+            if name not in view.backups
+            and not peer.busy
+            and peer.confirmed
+            and peer.match_seq == self.commit_seq
+        )
 
-    def on_commit(self, entry: Entry) -> None:
-        assert self.role == "primary"
-        assert entry.seq == self.commit_seq + 1
-        assert entry.epoch == self.epoch
-        self.commit_seq = entry.seq
-        self.commit_epoch = entry.epoch
+    # ---------------------------------------------------------------- events: backup
 
-    # ---------------------------------------------------------------- backup side
+    def on_append(self, message: Append, now_ms: int) -> Ready:
+        """Decide what to do with an Append (rules 2, 3, 5); the reply is in the Ready."""
+        ready = Ready()
+        if message.epoch < self.epoch or (message.epoch == self.epoch and self.role == "primary"):
+            ready.reply = self._reply("stale_epoch", self.epoch)
+            return ready
+        if self.inflight is not None or self.role == "primary":
+            self._abandon("a newer primary appends", ready)
+            self.boot_epoch = max(self.boot_epoch, self.epoch)
+        plan, reply = self.plan_append(message)
+        if plan.writes or plan.epoch != self.epoch or plan.commit_seq != self.commit_seq:
+            ready.persist.append(plan)
+        ready.reply = reply
+        return ready
 
-    def plan_append(self, message: Append) -> AppendPlan:
-        """Decide what to do with an Append (rules 2, 3, 5)."""
-        if message.epoch < self.epoch:
-            return self._plan_without_entries("stale_epoch", self.epoch)
+    def plan_append(self, message: Append) -> tuple[Stage, AppendReply]:
+        assert message.epoch >= self.epoch
         if message.prev_seq > self.last_seq:
-            return self._plan_without_entries("gap", message.epoch)
-        truncate_from: int | None = None
+            return self._plan(message, "gap", None, (), self.last_seq, applies=False)
         last = self.last_seq
         ours = self.epoch_at(message.prev_seq)
         if ours is not None and message.prev_epoch != ours:
-            truncate_from = message.prev_seq
             last = message.prev_seq - 1
-            return self._plan(message, "gap", truncate_from, (), last)
+            return self._plan(message, "gap", message.prev_seq, (), last, applies=False)
+        truncate_from: int | None = None
         stage: list[Entry] = []
         for entry in message.entries:
             if entry.seq <= self.commit_seq:
@@ -234,7 +585,7 @@ class Replica:
             assert entry.seq == last + 1
             stage.append(entry)
             last = entry.seq
-        return self._plan(message, "ok", truncate_from, tuple(stage), last)
+        return self._plan(message, "ok", truncate_from, tuple(stage), last, applies=True)
 
     def _plan(
         self,
@@ -243,8 +594,17 @@ class Replica:
         truncate_from: int | None,
         stage: tuple[Entry, ...],
         last: int,
-    ) -> AppendPlan:
-        commit_seq = max(self.commit_seq, min(message.commit_seq, last))
+        *,
+        applies: bool,
+    ) -> tuple[Stage, AppendReply]:
+        """Only an accepted Append moves the commit point: our entries up to `last` then
+        agree with the primary's log."""
+        commit_seq = self.commit_seq
+        if applies:
+            # Only entries up to the last one this Append carried are known to agree with
+            # the primary's log: a staged entry beyond it may be from an older epoch.
+            checked = message.prev_seq + len(message.entries)
+            commit_seq = max(self.commit_seq, min(message.commit_seq, last, checked))
         candidates = {
             seq: e for seq, e in self.staged.items() if truncate_from is None or seq < truncate_from
         }
@@ -253,39 +613,33 @@ class Replica:
         reply = AppendReply(
             status=status, epoch=message.epoch, last_seq=last, commit_seq=commit_seq
         )
-        return AppendPlan(
-            reply=reply,
+        plan = Stage(
             epoch=message.epoch,
             truncate_from=truncate_from,
             stage=stage,
             apply=apply,
             commit_seq=commit_seq,
         )
+        return plan, reply
 
-    def _plan_without_entries(
-        self, status: Literal["gap", "stale_epoch"], epoch: int
-    ) -> AppendPlan:
-        return AppendPlan(
-            reply=self._reply(status, epoch),
-            epoch=max(epoch, self.epoch),
-            truncate_from=None,
-            stage=(),
-            apply=(),
-            commit_seq=self.commit_seq,
-        )
-
-    def _reply(
-        self, status: Literal["ok", "gap", "stale_epoch"], epoch: int | None = None
-    ) -> AppendReply:
+    def _reply(self, status: Literal["ok", "gap", "stale_epoch"], epoch: int) -> AppendReply:
         return AppendReply(
             status=status,
-            epoch=self.epoch if epoch is None else max(epoch, self.epoch),
+            epoch=max(epoch, self.epoch),
             last_seq=self.last_seq,
             commit_seq=self.commit_seq,
         )
 
-    def on_persisted(self, plan: AppendPlan) -> None:
-        """The plan is on disk: make memory agree."""
+    # ---------------------------------------------------------------- after persisting
+
+    def advance(self, ready: Ready) -> None:
+        """`ready.persist` is on disk: make memory agree (readers look at `staged`, so it
+        changes only once the database has)."""
+        for effect in ready.persist:
+            if isinstance(effect, Stage):
+                self._advance_stage(effect)
+
+    def _advance_stage(self, plan: Stage) -> None:
         assert plan.epoch >= self.epoch
         assert plan.commit_seq >= self.commit_seq
         if plan.truncate_from is not None:
@@ -301,7 +655,7 @@ class Replica:
             self.commit_seq = entry.seq
             self.commit_epoch = entry.epoch
         assert self.commit_seq == plan.commit_seq
-        self.epoch = plan.epoch
+        self.epoch = max(self.epoch, plan.epoch)
         assert all(seq > self.commit_seq for seq in self.staged)
 
     # ---------------------------------------------------------------- reads (CRAQ)
@@ -319,3 +673,7 @@ class Replica:
     def committed_overlay(self, primary_commit_seq: int) -> list[Entry]:
         """Staged entries that the primary reports committed, in order."""
         return [self.staged[seq] for seq in sorted(self.staged) if seq <= primary_commit_seq]
+
+
+def contiguous(entries: Sequence[Entry]) -> bool:
+    return all(b.seq == a.seq + 1 for a, b in itertools.pairwise(entries))

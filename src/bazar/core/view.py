@@ -1,14 +1,27 @@
 """The view manager (configuration manager) of both replicated tiers, without I/O.
 
 The front end owns one `ViewManager`. It numbers views `(epoch, primary, backups)`; the
-runtime persists a new view (fsync) before announcing it, so epochs never go backwards and
-only the front end creates them: that is what makes split brain impossible.
+adapter persists a new view (fsync, compare-and-set on the epoch) before installing and
+announcing it, so epochs never go backwards and only the front end creates them: that is
+what makes split brain impossible. Everything that changes a view lives here.
 
-Everything that changes a view lives here. Current rules:
-- The first view of a tier (epoch 1) names its first replica primary and the rest backups.
-- A primary that restarted may not reuse an epoch it has seen (replica rule 4): when the
-  primary reports `boot_epoch >= epoch`, the view is re-issued with epoch + 1.
-- Heartbeats record each replica's health for `/cluster` and `/health`.
+Rules:
+1. The first view of a tier (epoch 1) names its first replica primary, the rest backups.
+2. Replicas ask for leases (`on_lease`); a grant at `now_ms` lets the replica serve until at
+   most `now_ms + lease_ms` (it measures from when it sent the request, which is earlier).
+   A replica is *expired* once `lease_ms + lease_margin_ms` have passed since its last grant:
+   only then may a view leave it out (so it has stopped serving first).
+3. An expired backup is dropped (new epoch), while the primary is alive.
+4. An expired primary is replaced by the alive backup with the highest (last_epoch,
+   last_seq); every backup of the view holds every committed entry, so any would be safe.
+   Only backups of the view (in sync) are ever promoted.
+5. A primary that restarted may not reuse an epoch it has seen: when it reports
+   `boot_epoch >= epoch`, the view is re-issued with epoch + 1.
+6. A catching-up member joins the backups only when the primary names it (`join`): the
+   primary holds every write until it hears the answer, so it joins holding every commit.
+7. Nothing is decided about a replica within one lease of the manager's own start (a lease
+   granted by an earlier incarnation of the front end may still run), nor while no replica
+   of the tier is alive (the front end itself may have been stalled).
 """
 
 from __future__ import annotations
@@ -16,20 +29,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bazar.wire import Member, ReplicaStatus, View
+from bazar.wire import LeaseRequest, Member, ReplicaStatus, View
 
 State = Literal["in_sync", "catching_up", "down"]
-MISSES_MAX = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Leases:
+    lease_ms: int = 1000
+    lease_margin_ms: int = 100
+    unsafe_promote_catching_up: bool = False
+    """A deliberate bug, for the simulator's controls only: promote any alive member."""
+
+    @property
+    def expiry_ms(self) -> int:
+        return self.lease_ms + self.lease_margin_ms
 
 
 @dataclass(slots=True)
 class Health:
-    """The last thing a heartbeat told us about one replica."""
+    """What the last lease request told us about one replica."""
 
     status: ReplicaStatus | None = None
-    up: bool = False
-    last_ok_ms: int = 0
-    misses: int = 0
+    granted_ms: int = 0
+    seq: int = 0
 
 
 def initial_view(tier: Literal["catalog", "order"], members: tuple[Member, ...]) -> View:
@@ -43,72 +66,191 @@ def initial_view(tier: Literal["catalog", "order"], members: tuple[Member, ...])
     )
 
 
+def next_view(
+    view: View,
+    *,
+    primary: str | None = None,
+    backups: tuple[str, ...] | None = None,
+    members: tuple[Member, ...] | None = None,
+) -> View:
+    new = View(
+        tier=view.tier,
+        epoch=view.epoch + 1,
+        primary=view.primary if primary is None else primary,
+        backups=view.backups if backups is None else backups,
+        members=view.members if members is None else members,
+    )
+    assert new.primary not in new.backups
+    assert {new.primary, *new.backups} <= {m.name for m in new.members}
+    return new
+
+
 @dataclass(slots=True)
 class ViewManager:
     views: dict[str, View]
+    booted_ms: int
+    leases: Leases = field(default_factory=Leases)
     health: dict[str, dict[str, Health]] = field(default_factory=dict)
+    leaving: set[str] = field(default_factory=set)
+    """Replicas being removed: granted no more leases, so they drop out like dead ones."""
 
     def __post_init__(self) -> None:
         for tier, view in self.views.items():
             assert view.tier == tier
             assert view.epoch >= 1
-            self.health.setdefault(tier, {m.name: Health() for m in view.members})
+            known = self.health.setdefault(tier, {})
+            for member in view.members:
+                known.setdefault(member.name, Health(granted_ms=self.booted_ms))
 
-    def on_status(self, tier: str, status: ReplicaStatus, now_ms: int) -> View | None:
-        """Record a heartbeat answer; returns a new view to persist and announce, if any."""
-        view = self.views[tier]
-        health = self.health[tier][status.name]
+    # ---------------------------------------------------------------- events
+
+    def on_lease(self, request: LeaseRequest, now_ms: int) -> tuple[bool, View | None]:
+        """Record a lease request. Returns whether it is granted (False for a request older
+        than one already answered), and a new view to persist and install, if any."""
+        status = request.status
+        view = self.views.get(status.tier)
+        if view is None or status.name not in self.health[status.tier]:
+            return False, None
+        if status.name in self.leaving:
+            return False, None
+        health = self.health[status.tier][status.name]
+        previous = health.status
+        same_process = previous is not None and previous.incarnation == status.incarnation
+        if same_process and request.seq <= health.seq:
+            return False, None
         health.status = status
-        health.up = True
-        health.misses = 0
-        health.last_ok_ms = now_ms
-        if status.name == view.primary and status.boot_epoch >= view.epoch:
-            return self._next_view(view)
-        return None
+        health.seq = request.seq
+        health.granted_ms = now_ms
+        if status.name != view.primary:
+            return True, None
+        if status.boot_epoch >= view.epoch:
+            return True, next_view(view)  # rule 5
+        joiners = self._joiners(view, request, now_ms)
+        if joiners:
+            return True, next_view(view, backups=(*view.backups, *joiners))  # rule 6
+        return True, None
 
-    def on_failure(self, tier: str, name: str, *, definite: bool) -> None:
-        """A heartbeat or read failed. A refused connection is down at once; a timeout only
-        after `MISSES_MAX` in a row (a busy replica is not a dead one)."""
-        health = self.health[tier][name]
-        health.misses += 1
-        if definite or health.misses >= MISSES_MAX:
-            health.up = False
-
-    def _next_view(self, view: View) -> View:
-        new = View(
-            tier=view.tier,
-            epoch=view.epoch + 1,
-            primary=view.primary,
-            backups=view.backups,
-            members=view.members,
+    def _joiners(self, view: View, request: LeaseRequest, now_ms: int) -> tuple[str, ...]:
+        if request.status.epoch != view.epoch or request.status.role != "primary":
+            return ()
+        members = {m.name for m in view.members}
+        return tuple(
+            name
+            for name in request.join
+            if name in members
+            and name != view.primary
+            and name not in view.backups
+            and self.alive(view.tier, name, now_ms)
         )
-        assert new.epoch > view.epoch
-        return new
+
+    def tick(self, now_ms: int) -> list[View]:
+        """New views (at most one per tier) for replicas whose lease has expired."""
+        if now_ms < self.booted_ms + self.leases.expiry_ms:
+            return []  # rule 7
+        changes = []
+        for view in self.views.values():
+            new = self._tick_tier(view, now_ms)
+            if new is not None:
+                changes.append(new)
+        return changes
+
+    def _tick_tier(self, view: View, now_ms: int) -> View | None:
+        alive = [name for name in view.backups if self.alive(view.tier, name, now_ms)]
+        if self.alive(view.tier, view.primary, now_ms):
+            if len(alive) == len(view.backups):
+                return None
+            return next_view(view, backups=tuple(alive))  # rule 3
+        candidates = alive
+        if self.leases.unsafe_promote_catching_up:
+            others = (m.name for m in view.members if m.name != view.primary)
+            candidates = [name for name in others if self.alive(view.tier, name, now_ms)]
+        if not candidates:
+            return None  # rules 4 and 7: nobody to promote, or we cannot tell
+        chosen = max(candidates, key=lambda name: self._position(view.tier, name))
+        return next_view(
+            view, primary=chosen, backups=tuple(name for name in alive if name != chosen)
+        )
+
+    def _position(self, tier: str, name: str) -> tuple[int, int, str]:
+        status = self.health[tier][name].status
+        assert status is not None
+        return (status.last_epoch, status.last_seq, name)
 
     def install(self, view: View) -> None:
         """The view is persisted: make it current."""
         assert view.epoch > self.views[view.tier].epoch
         self.views[view.tier] = view
+        known = self.health[view.tier]
+        for member in view.members:
+            known.setdefault(member.name, Health(granted_ms=-self.leases.expiry_ms))
+        for name in set(known) - {m.name for m in view.members}:
+            del known[name]
 
-    def state(self, tier: str, name: str) -> State:
-        """`in_sync`: up and playing the role the view gives it; `catching_up`: up but not
-        (yet) in that role, e.g. a restarted primary waiting for its new epoch."""
+    # ---------------------------------------------------------------- membership (admin)
+
+    def add_member(self, tier: str, member: Member) -> View:
+        """A new member starts catching up; the primary joins it once it holds the log."""
         view = self.views[tier]
-        health = self.health[tier][name]
-        status = health.status
-        if not health.up or status is None:
+        assert member.name not in {m.name for m in view.members}
+        return next_view(view, members=(*view.members, member))
+
+    def remove_member(self, tier: str, name: str) -> View:
+        """Forget a member that is neither primary nor backup any more (rule 3 dropped it
+        once its lease expired, or it never joined)."""
+        view = self.views[tier]
+        assert name != view.primary
+        assert name not in view.backups
+        return next_view(view, members=tuple(m for m in view.members if m.name != name))
+
+    def switchover(self, tier: str, to: str, now_ms: int) -> View:
+        """Move the primary role to `to`, an in-sync backup. The old primary stays a backup
+        if alive, so the new one commits nothing before the old one has taken its first
+        Append of the new epoch, and stopped acting as primary; if it is not alive, its
+        lease has expired already."""
+        view = self.views[tier]
+        assert to in self.in_sync(tier, now_ms)
+        assert to in view.backups
+        backups = [name for name in view.backups if name != to]
+        if self.alive(tier, view.primary, now_ms):
+            backups.append(view.primary)
+        return next_view(view, primary=to, backups=tuple(backups))
+
+    def best_backup(self, tier: str, now_ms: int) -> str | None:
+        """The in-sync backup with the highest log position (a switchover's default)."""
+        view = self.views[tier]
+        candidates = [name for name in self.in_sync(tier, now_ms) if name in view.backups]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda name: self._position(tier, name))
+
+    # ---------------------------------------------------------------- queries
+
+    def alive(self, tier: str, name: str, now_ms: int) -> bool:
+        """Granted a lease recently enough that it may still be serving (and has a status)."""
+        health = self.health[tier].get(name)
+        if health is None or health.status is None:
+            return False
+        return now_ms < health.granted_ms + self.leases.expiry_ms
+
+    def state(self, tier: str, name: str, now_ms: int) -> State:
+        """`in_sync`: alive and playing the role the view gives it; `catching_up`: alive
+        but not (yet) in that role; `down`: no lease request for longer than a lease."""
+        view = self.views[tier]
+        if not self.alive(tier, name, now_ms):
             return "down"
-        expected = "primary" if name == view.primary else "backup"
+        status = self.health[tier][name].status
+        assert status is not None
         if name != view.primary and name not in view.backups:
             return "catching_up"
+        expected = "primary" if name == view.primary else "backup"
         if status.epoch != view.epoch or status.role != expected:
             return "catching_up"
         return "in_sync"
 
-    def primary_up(self, tier: str) -> bool:
-        return self.state(tier, self.views[tier].primary) == "in_sync"
+    def primary_up(self, tier: str, now_ms: int) -> bool:
+        return self.state(tier, self.views[tier].primary, now_ms) == "in_sync"
 
-    def writable(self, tier: str) -> bool:
-        """Writes commit only when every member of the view has staged them."""
+    def in_sync(self, tier: str, now_ms: int) -> list[str]:
         view = self.views[tier]
-        return all(self.state(tier, name) == "in_sync" for name in (view.primary, *view.backups))
+        members = (view.primary, *view.backups)
+        return [name for name in members if self.state(tier, name, now_ms) == "in_sync"]

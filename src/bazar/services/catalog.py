@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from functools import partial
 
 from starlette.requests import Request
@@ -17,17 +18,15 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from bazar.config import Cluster, Limits, Node, Secrets
-from bazar.errors import BazarError, InvalidRequest, NotFound
+from bazar.errors import InvalidRequest, NotFound
 from bazar.http_app import json_response
 from bazar.machines import catalog as machine
 from bazar.machines.catalog import COST_CENTS_MAX
 from bazar.request import idempotency_key, positive_id
 from bazar.services.replica import ReplicaProcess, decode_body
-from bazar.transport import TransportError
 from bazar.wire import (
     Entry,
     Invalidate,
-    InvalidateReply,
     ReadDelay,
     ReadDelayState,
     Row,
@@ -50,6 +49,26 @@ def overlay_books(rows: dict[int, Row], entries: list[Entry]) -> None:
                 book_id = int(change.row["id"])  # type: ignore[arg-type]
                 if book_id in rows:
                     rows[book_id] = change.row
+
+
+def invalidation(entries: Sequence[Entry]) -> Invalidate | None:
+    """The catalog's pre-commit effect: before a write (or a promoted suffix) commits, the
+    front end drops what shows the books it changes and refuses any fill older than it, so
+    no read that starts after the COMMIT can find the old value in the cache. Until the
+    COMMIT the primary's lease requests repeat it too, for a front end that restarts
+    meanwhile (its cache fills only after it has heard it)."""
+    books = sorted(
+        {
+            int(change.row["id"])  # type: ignore[arg-type]
+            for entry in entries
+            for change in entry.changes
+            if isinstance(change, Upsert) and change.table == "books"
+        }
+    )
+    if not books:
+        return None
+    last = entries[-1]
+    return Invalidate(books=tuple(books), version=(last.epoch, last.seq))
 
 
 def check_sell(command: Sell, limits: Limits) -> None:
@@ -80,15 +99,14 @@ class CatalogService:
             secrets=secrets,
             schema=machine.SCHEMA,
             machine=machine.CatalogMachine(),
+            notify=invalidation,
         )
         books = machine.load_seed(cluster.catalog_file)
         seeded = self.process.store.write_blocking(partial(machine.seed, books=books))
         if not seeded and cluster.catalog_file:
             log.warning("catalog file ignored: %s already holds books", node.name)
         self.runtime = self.process.runtime
-        self.runtime.before_commit = self._invalidate
         self.limits = cluster.limits
-        self.frontend_url = cluster.frontend.url
         self.test_hooks = cluster.test_hooks
         self.read_delays: dict[int, ReadDelay] = {}
         self.reads_waiting = 0
@@ -111,48 +129,6 @@ class CatalogService:
                 )
             )
         return self.process.app(routes)
-
-    async def _invalidate(self, entry: Entry) -> None:
-        """In parallel with replication, before COMMIT: the front end drops what shows the
-        books this entry changes and refuses any fill older than it, so no read that starts
-        after the COMMIT can find the old value in the cache. Retried until the front end
-        answers; until the COMMIT the heartbeat status repeats it too, for a front end that
-        restarts meanwhile (its cache fills only after it has heard it)."""
-        books = tuple(
-            sorted(
-                {
-                    int(change.row["id"])  # type: ignore[arg-type]
-                    for change in entry.changes
-                    if isinstance(change, Upsert) and change.table == "books"
-                }
-            )
-        )
-        if not books:
-            return
-        message = Invalidate(books=books, version=(entry.epoch, entry.seq))
-        self.runtime.invalidating = message  # also told in heartbeats until the COMMIT
-        delay_ms = self.limits.replicate_retry_ms
-        failing = False
-        while True:
-            try:
-                await self.process.transport.call(
-                    "POST",
-                    self.frontend_url + "/internal/invalidate",
-                    InvalidateReply,
-                    body=message,
-                    timeout_ms=self.limits.read_timeout_ms,
-                )
-            except (TransportError, BazarError) as error:
-                if not failing:
-                    log.warning("transition=frontend_unreachable error=%s", error)
-                    failing = True
-                self.runtime.note_stall()
-                await asyncio.sleep(delay_ms / 1000)
-                delay_ms = min(2 * delay_ms, self.limits.invalidate_retry_ms_max)
-                continue
-            if failing:
-                log.info("transition=frontend_reachable")
-            return
 
     async def _read_delay(self, request: Request) -> Response:
         """Test hook: hold the next `count` reads of a book after they have read it, until

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from bazar import openapi, pages
 from bazar.config import REPLICATED_TIERS, Cluster, Secrets
 from bazar.core.balancer import RoundRobin
 from bazar.core.cache import LIST_KEY, Cache, book_key, topic_key
-from bazar.core.view import ViewManager, initial_view
+from bazar.core.view import Leases, ViewManager, initial_view
 from bazar.errors import (
     BazarError,
     IdempotencyKeyReused,
@@ -49,8 +48,10 @@ from bazar.request import (
     purchase_quantity,
     search_topic,
 )
+from bazar.runtime import monotonic_ms
+from bazar.services.membership import Membership
 from bazar.services.replica import decode_body
-from bazar.transport import Transport, TransportError
+from bazar.transport import Transport, TransportError, unless_changed
 from bazar.wire import (
     BookData,
     BookListData,
@@ -59,9 +60,10 @@ from bazar.wire import (
     ClusterInfo,
     HealthData,
     HealthStatus,
-    Heartbeat,
     Invalidate,
     InvalidateReply,
+    LeaseReply,
+    LeaseRequest,
     Member,
     OrderData,
     OrderPage,
@@ -69,7 +71,6 @@ from bazar.wire import (
     PurchaseReply,
     PurchaseRequest,
     ReplicaInfo,
-    ReplicaStatus,
     TierInfo,
     UpdateResult,
     VersionedBook,
@@ -84,29 +85,40 @@ log = logging.getLogger("bazar.frontend")
 _views_decoder = msgspec.json.Decoder(dict[str, View])
 
 
-def _monotonic_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
-
-
 class ViewStore:
-    """The views file: written to a temporary file, fsynced, renamed, directory fsynced."""
+    """The views file, behind the small interface a shared store (etcd) could also offer:
+    `load`, and `compare_and_set` on a tier's epoch. Written to a temporary file, fsynced,
+    renamed, directory fsynced: a view is durable before anyone hears of it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._views: dict[str, View] = {}
 
     def load(self, cluster: Cluster) -> dict[str, View]:
         if self.path.exists():
-            return _views_decoder.decode(self.path.read_bytes())
+            self._views = _views_decoder.decode(self.path.read_bytes())
+            return dict(self._views)
         views: dict[str, View] = {
             tier: initial_view(
                 tier, tuple(Member(name=n.name, url=n.url) for n in cluster.replicas(tier))
             )
             for tier in REPLICATED_TIERS
         }
-        self.save(views)
-        return views
+        self._write(views)
+        self._views = views
+        return dict(views)
 
-    def save(self, views: dict[str, View]) -> None:
+    def compare_and_set(self, expected_epoch: int, view: View) -> bool:
+        """Store `view` if its tier's stored epoch is still `expected_epoch`."""
+        current = self._views.get(view.tier)
+        if current is None or current.epoch != expected_epoch:
+            return False
+        views = {**self._views, view.tier: view}
+        self._write(views)
+        self._views = views
+        return True
+
+    def _write(self, views: dict[str, View]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
         with temporary.open("wb") as handle:
@@ -122,15 +134,22 @@ class ViewStore:
 
 
 class Frontend:
-    def __init__(self, cluster: Cluster, secrets: Secrets) -> None:
+    def __init__(
+        self, cluster: Cluster, secrets: Secrets, cluster_file: Path | None = None
+    ) -> None:
         self.cluster = cluster
         self.limits = cluster.limits
         self.secrets = secrets
         self.transport = Transport(secrets.cluster_secret)
-        # Heartbeats have their own connections: a pool full of purchases must not starve them.
-        self.heartbeats = Transport(secrets.cluster_secret)
         self.view_store = ViewStore(Path(cluster.data_dir) / "frontend" / "views.json")
-        self.views = ViewManager(self.view_store.load(cluster))
+        self.views = ViewManager(
+            self.view_store.load(cluster),
+            booted_ms=monotonic_ms(),
+            leases=Leases(
+                lease_ms=self.limits.lease_ms, lease_margin_ms=self.limits.lease_margin_ms
+            ),
+        )
+        self.failover: dict[str, asyncio.Event] = {t: asyncio.Event() for t in REPLICATED_TIERS}
         self.balancer = RoundRobin()
         self.cache = Cache(entries_max=cluster.cache_entries_max, ttl_ms=cluster.cache_ttl_ms)
         self.cache_enabled = cluster.cache_enabled
@@ -139,8 +158,15 @@ class Frontend:
         self.metrics = Metrics()
         self.metrics.watch_cache(self.cache)
         self.openapi = openapi.openapi_json()
-        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._tick_task: asyncio.Task[None] | None = None
         self._view_lock = asyncio.Lock()
+        self._failed_until_ms: dict[str, int] = {}
+        self._gates: dict[str, asyncio.Event] = {t: asyncio.Event() for t in REPLICATED_TIERS}
+        for gate in self._gates.values():
+            gate.set()
+        self._writes_inflight: dict[str, int] = dict.fromkeys(REPLICATED_TIERS, 0)
+        self._writes_drained = asyncio.Event()
+        self.membership = Membership(self, cluster_file)
 
     # ---------------------------------------------------------------- app and lifecycle
 
@@ -161,94 +187,175 @@ class Frontend:
             Route("/orders/{id}", self._order, methods=["GET"]),
             Route("/books/{id}", self._patch_book, methods=["PATCH"]),
             Route("/internal/invalidate", self._invalidate, methods=["POST"]),
+            Route("/internal/lease", self._lease, methods=["POST"]),
+            Route("/admin/replicas", self.membership.add, methods=["POST"]),
+            Route("/admin/replicas/{name}", self.membership.remove, methods=["DELETE"]),
+            Route("/admin/switchover", self.membership.switchover, methods=["POST"]),
         ]
         return self.metrics.middleware(build_app(routes, lifespan=self.lifespan))
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.transport.start()
-        await self.heartbeats.start()
-        self._heartbeat_task = asyncio.create_task(self._heartbeat_loop())
+        self._tick_task = asyncio.create_task(self._tick_loop())
         try:
             yield
         finally:
-            self._heartbeat_task.cancel()
+            self._tick_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat_task
+                await self._tick_task
             await self.transport.close()
-            await self.heartbeats.close()
 
     # ---------------------------------------------------------------- heartbeats and views
 
-    async def _heartbeat_loop(self) -> None:
+    async def _tick_loop(self) -> None:
+        """Drop replicas whose lease has expired, promote backups (core/view.py)."""
         while True:
-            started = time.monotonic()
+            await asyncio.sleep(self.limits.view_tick_ms / 1000)
             try:
-                await self.heartbeat_once()
+                async with self._view_lock:
+                    for view in self.views.tick(monotonic_ms()):
+                        await self.install(view)
             except Exception:
-                log.exception("heartbeat round failed")
-            elapsed = time.monotonic() - started
-            await asyncio.sleep(max(0.0, self.limits.heartbeat_ms / 1000 - elapsed))
+                log.exception("view tick failed")
 
-    async def heartbeat_once(self) -> None:
-        message = Heartbeat(views=dict(self.views.views))
-        calls = [
-            self._heartbeat(tier, node.name, node.url, message)
-            for tier in REPLICATED_TIERS
-            for node in self.cluster.replicas(tier)
-        ]
-        await asyncio.gather(*calls)
+    async def install(self, view: View) -> None:
+        """Persist (compare-and-set, fsync off the loop), then install and announce."""
+        expected = self.views.views[view.tier].epoch
+        stored = await asyncio.to_thread(self.view_store.compare_and_set, expected, view)
+        if not stored:
+            raise RuntimeError(f"the stored {view.tier} view moved past epoch {expected}")
+        before = self.views.views[view.tier].primary
+        self.views.install(view)
+        if view.primary != before:
+            if view.tier == "catalog":
+                self.cache_ready = False  # until the new primary has told us its open write
+            changed = self.failover[view.tier]
+            self.failover[view.tier] = asyncio.Event()
+            changed.set()
+        log.info(
+            "transition=view tier=%s epoch=%d primary=%s backups=%s",
+            view.tier,
+            view.epoch,
+            view.primary,
+            ",".join(view.backups) or "-",
+        )
 
-    async def _heartbeat(self, tier: str, name: str, url: str, message: Heartbeat) -> None:
-        try:
-            status = await self.heartbeats.call(
-                "POST",
-                url + "/internal/heartbeat",
-                ReplicaStatus,
-                body=message,
-                timeout_ms=self.limits.heartbeat_timeout_ms,
-            )
-        except TransportError as error:
-            self.views.on_failure(tier, name, definite=error.definite)
-            return
-        except BazarError:
-            self.views.on_failure(tier, name, definite=True)
-            return
-        if tier == "catalog" and name == self.views.views[tier].primary:
+    async def _lease(self, request: Request) -> Response:
+        """A replica asks for a lease and learns the views (core/view.py, rule 2)."""
+        require_token(request, self.secrets.cluster_secret, "cluster secret")
+        lease = await decode_body(request, LeaseRequest, self.limits.request_bytes_max)
+        status = lease.status
+        async with self._view_lock:
+            granted, new_view = self.views.on_lease(lease, monotonic_ms())
+            if new_view is not None:
+                await self.install(new_view)
+            views = dict(self.views.views)
+        catalog = views["catalog"]
+        if granted and status.tier == "catalog" and status.name == catalog.primary:
             if status.invalidating is not None:
                 # A write between its invalidation and its COMMIT, perhaps sent to a front
                 # end that died since: apply it (once) before this one fills anything.
                 self.cache.invalidate_once(status.invalidating.books, status.invalidating.version)
-            self.cache_ready = True
-        async with self._view_lock:
-            new_view = self.views.on_status(tier, status, _monotonic_ms())
-            if new_view is None:
-                return
-            views = {**self.views.views, tier: new_view}
-            await asyncio.to_thread(self.view_store.save, views)  # fsync: not on the loop
-            self.views.install(new_view)
-            log.info(
-                "transition=view tier=%s epoch=%d primary=%s",
-                tier,
-                new_view.epoch,
-                new_view.primary,
-            )
+            if status.epoch == catalog.epoch and status.role == "primary":
+                self.cache_ready = True
+        return json_response(LeaseReply(views=views, granted=granted))
 
-    def _primary_url(self, tier: str) -> str:
+    async def _write(
+        self, tier: str, path: str, reply_type: type[T], body: object, *, keyed: bool
+    ) -> tuple[T, bool]:
+        """A write to the tier's primary. A definite refusal (not the primary, no lease,
+        connection refused) is retried, on the new primary once a failover has named one,
+        until `write_retry_deadline_ms`; so is a call given up because a failover replaced
+        its primary, but only for a `keyed` write (a purchase: the key makes a second
+        attempt safe). Returns the reply and whether an earlier attempt may have run.
+
+        Raises: TransportError, BazarError (the last failure, past the deadline).
+        """
+        deadline_ms = monotonic_ms() + self.limits.write_retry_deadline_ms
+        uncertain = False
+        while True:
+            await self._gates[tier].wait()  # closed briefly by a switchover
+            failover = self.failover[tier]
+            try:
+                return await self._write_once(tier, path, reply_type, body, failover), uncertain
+            except (NotPrimary, Refused):
+                if monotonic_ms() >= deadline_ms:
+                    raise
+            except TransportError as error:
+                retry = error.definite or (keyed and failover.is_set())
+                if not retry or monotonic_ms() >= deadline_ms:
+                    raise
+                uncertain = uncertain or not error.definite
+            if not failover.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(failover.wait(), self.limits.replicate_retry_ms / 1000)
+
+    async def _write_once(
+        self, tier: str, path: str, reply_type: type[T], body: object, failover: asyncio.Event
+    ) -> T:
+        """One attempt, given up (outcome unknown) if a failover replaces its primary
+        meanwhile, so that a dead primary costs a retry, not a timeout."""
         view = self.views.views[tier]
-        return view.url_of(view.primary)
+        call = self.transport.call(
+            "POST",
+            view.url_of(view.primary) + path,
+            reply_type,
+            body=body,
+            timeout_ms=self.limits.write_timeout_ms,
+        )
+        self._writes_inflight[tier] += 1
+        try:
+            return await unless_changed(call, failover, f"{tier} write")
+        finally:
+            self._writes_inflight[tier] -= 1
+            self._writes_drained.set()
+
+    @contextlib.asynccontextmanager
+    async def holding_writes(self, tiers: tuple[str, ...]) -> AsyncIterator[None]:
+        """Hold new writes to `tiers` (they wait, they are not refused) and let the ones in
+        flight finish, for a switchover."""
+        for tier in tiers:
+            self._gates[tier].clear()
+        try:
+            deadline_ms = monotonic_ms() + self.limits.write_timeout_ms
+            while any(self._writes_inflight[t] for t in tiers):
+                self._writes_drained.clear()
+                remaining_s = (deadline_ms - monotonic_ms()) / 1000
+                if remaining_s <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._writes_drained.wait(), remaining_s)
+            yield
+        finally:
+            for tier in tiers:
+                self._gates[tier].set()
 
     # ---------------------------------------------------------------- reads
 
     async def _read(self, tier: str, path: str, reply_type: type[T]) -> T:
-        """One read, from the replicas in round-robin order, moving on when one fails; a
-        replica that fails is skipped until it answers a heartbeat again.
+        """One read, from the replicas in round-robin order, moving on when one fails, and
+        round again until `read_deadline_ms` (a failover under way ends within it): a dead
+        or paused replica costs a read time, never a failure. A replica that fails to
+        answer is tried last for one read timeout.
 
         Raises: NotFound, InvalidRequest (the replica's definite answers), Unavailable.
         """
+        deadline_ms = monotonic_ms() + self.limits.read_deadline_ms
+        while True:
+            reply = await self._read_round(tier, path, reply_type)
+            if reply is not None:
+                return reply
+            if monotonic_ms() >= deadline_ms:
+                raise Unavailable(f"no {tier} replica could answer")
+            await asyncio.sleep(self.limits.replicate_retry_ms / 1000)
+
+    async def _read_round(self, tier: str, path: str, reply_type: type[T]) -> T | None:
+        now = monotonic_ms()
         view = self.views.views[tier]
         members = [view.primary, *view.backups]
-        healthy = [name for name in members if self.views.state(tier, name) == "in_sync"]
+        in_sync = self.views.in_sync(tier, now)
+        healthy = [n for n in in_sync if self._failed_until_ms.get(n, 0) <= now]
         others = [name for name in members if name not in healthy]
         for name in self.balancer.order(healthy, others):
             try:
@@ -265,16 +372,16 @@ class Frontend:
                 raise
             except (TransportError, BazarError) as error:
                 self.metrics.backend_reads.labels(tier, "failed").inc()
-                if isinstance(error, TransportError):  # unreachable: skip it until it answers
-                    if self.views.state(tier, name) != "down":
+                if isinstance(error, TransportError):  # unreachable: try it last for a while
+                    if self._failed_until_ms.get(name, 0) <= now:
                         log.warning("transition=replica_skipped node=%s error=%s", name, error)
-                    self.views.on_failure(tier, name, definite=error.definite)
-        raise Unavailable(f"no {tier} replica could answer")
+                    self._failed_until_ms[name] = monotonic_ms() + self.limits.read_timeout_ms
+        return None
 
     def _cached(self, key: str) -> Response | None:
         if not self.cache_enabled:
             return None
-        body = self.cache.get(key, _monotonic_ms())
+        body = self.cache.get(key, monotonic_ms())
         return None if body is None else json_response(body)
 
     def _fill(
@@ -288,7 +395,7 @@ class Frontend:
         """`ready`: the front end had heard the catalog primary's open write when the read
         started; a read that started before may carry a value that write replaces."""
         if self.cache_enabled and ready:
-            self.cache.fill(key, body, version, books, _monotonic_ms())
+            self.cache.fill(key, body, version, books, monotonic_ms())
 
     async def _books_read(self, key: str, path: str) -> Response:
         """A list of books (search or all), cached under its logical key."""
@@ -378,17 +485,15 @@ class Frontend:
             self.known_books.add(book_id)
         purchase = PurchaseRequest(idempotency_key=key, book_id=book_id, quantity=quantity)
         try:
-            reply = await self.transport.call(
-                "POST",
-                self._primary_url("order") + "/internal/purchase",
-                PurchaseReply,
-                body=purchase,
-                timeout_ms=self.limits.write_timeout_ms,
+            reply, uncertain = await self._write(
+                "order", "/internal/purchase", PurchaseReply, purchase, keyed=True
             )
         except (TransportError, NotPrimary, Refused) as error:
             raise Unavailable(f"no order primary could take the purchase: {error}") from None
         headers = {"Idempotency-Key": key}
-        if reply.replayed:
+        # A replay of our own earlier attempt (given up in a failover) is still this
+        # request's first answer: the client never saw that attempt's.
+        if reply.replayed and not uncertain:
             headers["Idempotent-Replayed"] = "true"
         if reply.status == "completed":
             assert reply.order is not None
@@ -409,12 +514,8 @@ class Frontend:
             book_id, body, request.headers.get("content-type"), self.limits.stock_delta_abs_max
         )
         try:
-            result = await self.transport.call(
-                "POST",
-                self._primary_url("catalog") + f"/internal/books/{book_id}",
-                UpdateResult,
-                body=command,
-                timeout_ms=self.limits.write_timeout_ms,
+            result, _ = await self._write(
+                "catalog", f"/internal/books/{book_id}", UpdateResult, command, keyed=False
             )
         except (TransportError, NotPrimary, Refused) as error:
             raise Unavailable(f"no catalog primary could take the update: {error}") from None
@@ -427,24 +528,26 @@ class Frontend:
 
     # ---------------------------------------------------------------- cluster and pages
 
+    def replica_info(self, tier: str, name: str) -> ReplicaInfo:
+        view = self.views.views[tier]
+        status = self.views.health[tier][name].status
+        return ReplicaInfo(
+            name=name,
+            url=view.url_of(name),
+            role="primary" if name == view.primary else "backup",
+            state=self.views.state(tier, name, monotonic_ms()),
+            pid=status.pid if status else None,
+            last_seq=status.last_seq if status else None,
+            commit_seq=status.commit_seq if status else None,
+        )
+
+    def tier_info(self, tier: str) -> TierInfo:
+        view = self.views.views[tier]
+        replicas = [self.replica_info(tier, member.name) for member in view.members]
+        return TierInfo(epoch=view.epoch, primary=view.primary, replicas=replicas)
+
     def cluster_info(self) -> ClusterInfo:
-        def tier_info(tier: str) -> TierInfo:
-            view = self.views.views[tier]
-            replicas = []
-            for member in view.members:
-                status = self.views.health[tier][member.name].status
-                replicas.append(
-                    ReplicaInfo(
-                        name=member.name,
-                        url=member.url,
-                        role="primary" if member.name == view.primary else "backup",
-                        state=self.views.state(tier, member.name),
-                        pid=status.pid if status else None,
-                        last_seq=status.last_seq if status else None,
-                        commit_seq=status.commit_seq if status else None,
-                    )
-                )
-            return TierInfo(epoch=view.epoch, primary=view.primary, replicas=replicas)
+        tier_info = self.tier_info
 
         cache = CacheInfo(
             enabled=self.cache_enabled,
@@ -460,11 +563,16 @@ class Frontend:
         return json_response(ClusterData(data=self.cluster_info()))
 
     async def _health(self, request: Request) -> Response:
+        now = monotonic_ms()
         for tier in REPLICATED_TIERS:
-            if not self.views.primary_up(tier):
+            if not self.views.primary_up(tier, now):
                 raise Unavailable(f"the {tier} tier has no serving primary")
-            if not self.views.writable(tier):
-                raise Unavailable(f"a {tier} replica is down: writes wait for it")
+            in_sync = len(self.views.in_sync(tier, now))
+            if in_sync < self.cluster.min_in_sync:
+                raise Unavailable(
+                    f"the {tier} tier has {in_sync} in-sync replicas, fewer than "
+                    f"--min-in-sync {self.cluster.min_in_sync}"
+                )
         return json_response(HealthData(data=HealthStatus(status="ok")))
 
     async def _metrics(self, request: Request) -> Response:

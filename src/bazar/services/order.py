@@ -10,6 +10,7 @@ crash or an unreachable catalog, so every sale ends with exactly one order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import uuid
@@ -24,8 +25,9 @@ from bazar.errors import BazarError, InvalidRequest, NotFound, NotPrimary, Refus
 from bazar.http_app import json_response
 from bazar.machines import order as machine
 from bazar.request import idempotency_key, page_limit, positive_id
+from bazar.runtime import monotonic_ms
 from bazar.services.replica import ReplicaProcess, decode_body
-from bazar.transport import TransportError
+from bazar.transport import TransportError, unless_changed
 from bazar.wire import (
     BeginPurchase,
     BeginResult,
@@ -208,31 +210,50 @@ class OrderService:
             raise Unavailable(f"the purchase stays pending: {error.message}") from None
 
     async def _sell(self, request: PurchaseRequest) -> SaleResult:
-        """The catalog sale under the same key (it deduplicates, so retrying is safe).
+        """The catalog sale under the same key (it deduplicates, so retrying is safe): a
+        refusal, or an attempt given up because a failover replaced the catalog primary,
+        is retried on the new primary until `sell_timeout_ms`.
 
         Raises: Refused (definitely not sold), Unavailable (outcome unknown: the purchase
         stays pending and the recovery loop finishes it).
         """
-        view = self.runtime.view_of("catalog")
         sell = Sell(
             idempotency_key=request.idempotency_key,
             book_id=request.book_id,
             quantity=request.quantity,
         )
-        try:
-            return await self.process.transport.call(
-                "POST",
-                view.url_of(view.primary) + "/internal/sell",
-                SaleResult,
-                body=sell,
-                timeout_ms=self.limits.sell_timeout_ms,
-            )
-        except TransportError as error:
-            if error.definite:
-                raise Refused(f"the catalog primary is unreachable: {error}") from None
-            raise Unavailable(f"the catalog did not answer the sale: {error}") from None
-        except NotPrimary as error:
-            raise Refused(f"the catalog primary moved: {error.message}") from None
+        deadline_ms = monotonic_ms() + self.limits.sell_timeout_ms
+        uncertain = False  # an earlier attempt may have sold
+        while True:
+            failover = self.runtime.failover("catalog")
+            try:
+                timeout_ms = max(1, deadline_ms - monotonic_ms())
+                return await self._sell_once(sell, failover, timeout_ms)
+            except TransportError as error:
+                if not (error.definite or failover.is_set()):
+                    raise Unavailable(f"the catalog did not answer the sale: {error}") from None
+                uncertain = uncertain or not error.definite
+                last = str(error)
+            except (NotPrimary, Refused) as error:
+                last = error.message
+            if monotonic_ms() >= deadline_ms:
+                if uncertain:
+                    raise Unavailable(f"the sale's outcome is unknown: {last}")
+                raise Refused(f"the catalog primary cannot sell: {last}")
+            if not failover.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(failover.wait(), self.limits.replicate_retry_ms / 1000)
+
+    async def _sell_once(self, sell: Sell, failover: asyncio.Event, timeout_ms: int) -> SaleResult:
+        view = self.runtime.view_of("catalog")
+        call = self.process.transport.call(
+            "POST",
+            view.url_of(view.primary) + "/internal/sell",
+            SaleResult,
+            body=sell,
+            timeout_ms=timeout_ms,
+        )
+        return await unless_changed(call, failover, "sale")
 
     async def _recovery_loop(self) -> None:
         """Finish purchases left pending (crash, unreachable catalog), on the primary only."""

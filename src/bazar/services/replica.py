@@ -19,12 +19,13 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from bazar.config import Cluster, Node, Secrets
+from bazar.core.replica import Notify
 from bazar.errors import InvalidRequest
 from bazar.http_app import build_app, json_response, read_body, require_token
-from bazar.runtime import ReplicaRuntime
+from bazar.runtime import ReplicaRuntime, monotonic_ms
 from bazar.storage import Machine, Store
 from bazar.transport import Transport
-from bazar.wire import Append, Digest, Heartbeat
+from bazar.wire import Append, Digest, Isolation, ReplicaHealth, ReplicaHealthData
 
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -52,6 +53,7 @@ class ReplicaProcess:
         secrets: Secrets,
         schema: str,
         machine: Machine[Any, Any],
+        notify: Notify | None = None,
     ) -> None:
         self.cluster = cluster
         self.node = node
@@ -61,7 +63,12 @@ class ReplicaProcess:
         self.store = Store(path, schema, machine.tables)
         self.transport = Transport(self.secret)
         self.runtime: ReplicaRuntime[Any, Any] = ReplicaRuntime(
-            cluster=cluster, node=node, store=self.store, machine=machine, transport=self.transport
+            cluster=cluster,
+            node=node,
+            store=self.store,
+            machine=machine,
+            transport=self.transport,
+            notify=notify,
         )
         self.background: list[Callable[[], Awaitable[None]]] = []
 
@@ -77,18 +84,46 @@ class ReplicaProcess:
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/internal/append", self.internal(self._append), methods=["POST"]),
-            Route("/internal/heartbeat", self.internal(self._heartbeat), methods=["POST"]),
             Route("/internal/commit", self.internal(self._commit), methods=["GET"]),
             Route("/internal/digest", self.internal(self._digest), methods=["GET"]),
+            *(
+                [Route("/internal/test/isolate", self.internal(self._isolate), methods=["POST"])]
+                if self.cluster.test_hooks
+                else []
+            ),
+            Route("/health", self._health, methods=["GET"]),
+            Route("/primary", self._health, methods=["GET"]),
+            Route("/replica", self._health, methods=["GET"]),
         ]
 
     async def _append(self, request: Request) -> Response:
         message = await decode_body(request, Append, self.limits.append_bytes_max)
         return json_response(await self.runtime.on_append(message))
 
-    async def _heartbeat(self, request: Request) -> Response:
-        heartbeat = await decode_body(request, Heartbeat, self.limits.request_bytes_max)
-        return json_response(await self.runtime.on_heartbeat(heartbeat))
+    async def _isolate(self, request: Request) -> Response:
+        isolation = await decode_body(request, Isolation, self.limits.request_bytes_max)
+        self.runtime.isolated_from_frontend = isolation.frontend
+        log.warning("transition=test_isolation frontend=%s", isolation.frontend)
+        return json_response(isolation)
+
+    async def _health(self, request: Request) -> Response:
+        """Health checks in Patroni's manner, for an external load balancer (no secret):
+        `/health` while serving in the current view, `/primary` on the primary only,
+        `/replica` on an in-sync backup only."""
+        core = self.runtime.core
+        serving = core.serving(monotonic_ms())
+        health = ReplicaHealth(
+            name=core.name,
+            role=core.role,
+            state="in_sync" if serving else "catching_up",
+            epoch=core.epoch,
+            last_seq=core.last_seq,
+            commit_seq=core.commit_seq,
+        )
+        wanted = {"/health": None, "/primary": "primary", "/replica": "backup"}
+        role = wanted[request.url.path.rstrip("/") or "/health"]
+        ok = serving and (role is None or core.role == role)
+        return json_response(ReplicaHealthData(data=health), 200 if ok else 503)
 
     async def _commit(self, request: Request) -> Response:
         return json_response(self.runtime.commit_point())

@@ -1,0 +1,207 @@
+"""Membership at runtime, the front end's admin routes (SPEC §2, §3.9): add a replica, remove
+one, and move the primary role (switchover), each losing no acknowledged write and failing
+no read or write.
+
+The decisions are the view manager's (`core/view.py`); this adapter sequences them:
+- add: the new member is written to the cluster file (`bazar up` starts the processes it
+  lists; a replica started elsewhere is registered by URL, unmanaged) and to a new view, as
+  catching up; the primary catches it up and joins it (replica rule 8).
+- switchover: writes through the front end are held (never 503'd) and drained, the view
+  naming the new primary is installed, then writes resume on it.
+- remove: the replica is granted no more leases, so it drops out of the view like a dead one
+  once its lease has expired; then it leaves the members and the cluster file (`bazar up`
+  stops it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bazar.config import (
+    REPLICATED_TIERS,
+    Cluster,
+    Node,
+    ReplicatedTier,
+    free_port,
+    load_cluster,
+    with_replica,
+    without_replica,
+    write_cluster,
+)
+from bazar.errors import InvalidRequest, LastReplica, NotFound, NotInSync, Unavailable
+from bazar.http_app import json_response, require_token
+from bazar.runtime import monotonic_ms
+from bazar.services.replica import decode_body
+from bazar.wire import Member, ReplicaAdd, ReplicaData, Switchover, TierData
+
+if TYPE_CHECKING:
+    from bazar.services.frontend import Frontend
+
+log = logging.getLogger("bazar.membership")
+
+POLL_S = 0.05
+
+
+class Membership:
+    def __init__(self, frontend: Frontend, cluster_file: Path | None) -> None:
+        self.frontend = frontend
+        self.cluster_file = cluster_file
+        self.limits = frontend.limits
+        self._lock = asyncio.Lock()
+
+    # ---------------------------------------------------------------- routes
+
+    async def add(self, request: Request) -> Response:
+        require_token(request, self.frontend.secrets.admin_token, "admin token")
+        body = await decode_body(request, ReplicaAdd, self.limits.request_bytes_max)
+        async with self._lock:
+            node = self._new_node(body.service, body.url)
+            if node.managed and self.cluster_file is None:
+                raise Unavailable("this front end has no cluster file to start a replica from")
+            self._write_cluster_file(lambda cluster: with_replica(cluster, node))
+            views = self.frontend.views
+            await self.frontend.install(
+                views.add_member(node.tier, Member(name=node.name, url=node.url))
+            )
+        log.info("transition=replica_added tier=%s node=%s url=%s", node.tier, node.name, node.url)
+        info = self.frontend.replica_info(node.tier, node.name)
+        return json_response(ReplicaData(data=info), 202)
+
+    async def remove(self, request: Request) -> Response:
+        require_token(request, self.frontend.secrets.admin_token, "admin token")
+        name = request.path_params["name"]
+        async with self._lock:
+            tier = self._tier_of(name)
+            views = self.frontend.views
+            view = views.views[tier]
+            others = [n for n in views.in_sync(tier, monotonic_ms()) if n != name]
+            if name in (view.primary, *view.backups) and not others:
+                raise LastReplica(f"{name} is the only in-sync replica of {tier}")
+            if name == view.primary:
+                await self._switchover(tier, None)
+            url = self._url_of(tier, name)
+            await self._leave(tier, name)
+            self._write_cluster_file(lambda cluster: without_replica(cluster, name))
+            await self._stopped(url, name)
+        log.info("transition=replica_removed tier=%s node=%s", tier, name)
+        return json_response(TierData(data=self.frontend.tier_info(tier)))
+
+    async def switchover(self, request: Request) -> Response:
+        require_token(request, self.frontend.secrets.admin_token, "admin token")
+        body = await decode_body(request, Switchover, self.limits.request_bytes_max)
+        async with self._lock:
+            await self._switchover(body.service, body.to)
+        return json_response(TierData(data=self.frontend.tier_info(body.service)))
+
+    # ---------------------------------------------------------------- steps
+
+    async def _switchover(self, tier: ReplicatedTier, to: str | None) -> None:
+        """Raises: NotFound, NotInSync, Unavailable."""
+        views = self.frontend.views
+        view = views.views[tier]
+        if to is not None and to not in {m.name for m in view.members}:
+            raise NotFound(f"{tier} has no replica {to}")
+        now = monotonic_ms()
+        target = views.best_backup(tier, now) if to is None else to
+        if target is None or target not in views.in_sync(tier, now) or target == view.primary:
+            raise NotInSync(f"{target or 'no replica'} is not an in-sync backup of {tier}")
+        held = ("catalog", "order") if tier == "catalog" else (tier,)  # purchases sell
+        async with self.frontend.holding_writes(held):
+            new = views.switchover(tier, target, monotonic_ms())
+            await self.frontend.install(new)
+        await self._wait(
+            lambda: views.state(tier, target, monotonic_ms()) == "in_sync",
+            f"{target} serving as the {tier} primary",
+        )
+        log.info("transition=switchover tier=%s primary=%s", tier, target)
+
+    async def _leave(self, tier: ReplicatedTier, name: str) -> None:
+        views = self.frontend.views
+        views.leaving.add(name)
+        try:
+            await self._wait(
+                lambda: name not in views.views[tier].backups,
+                f"{name} out of the in-sync set (its lease expired)",
+            )
+            await self.frontend.install(views.remove_member(tier, name))
+        finally:
+            views.leaving.discard(name)
+
+    async def _wait(self, predicate: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + self.limits.membership_timeout_ms / 1000
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise Unavailable(f"not done in time: {what}")
+            await asyncio.sleep(POLL_S)
+
+    async def _stopped(self, url: str, name: str) -> None:
+        """Wait until a replica that `bazar up` ran has stopped listening."""
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        deadline = time.monotonic() + self.limits.membership_timeout_ms / 1000
+        while await asyncio.to_thread(_listening, host, port):
+            if time.monotonic() > deadline:
+                log.warning("transition=replica_still_running node=%s", name)
+                return
+            await asyncio.sleep(POLL_S)
+
+    # ---------------------------------------------------------------- names and files
+
+    def _tier_of(self, name: str) -> ReplicatedTier:
+        for tier in REPLICATED_TIERS:
+            if name in {m.name for m in self.frontend.views.views[tier].members}:
+                return tier
+        raise NotFound(f"no replica {name}")
+
+    def _url_of(self, tier: ReplicatedTier, name: str) -> str:
+        return self.frontend.views.views[tier].url_of(name)
+
+    def _new_node(self, tier: ReplicatedTier, url: str | None) -> Node:
+        """Names continue the service's numbering and are not reused while a data directory
+        of that name exists (SPEC §8)."""
+        frontend = self.frontend
+        data_dir = Path(frontend.cluster.data_dir)
+        used = {m.name for t in REPLICATED_TIERS for m in frontend.views.views[t].members}
+        number = 1
+        while f"{tier}-{number}" in used or (data_dir / f"{tier}-{number}").exists():
+            number += 1
+        name = f"{tier}-{number}"
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme != "http" or not parts.hostname or parts.port is None:
+                raise InvalidRequest("url must be http://HOST:PORT")
+            host, port = parts.hostname, parts.port
+            return Node(name=name, tier=tier, host=host, port=port, managed=False)
+        host = frontend.cluster.frontend.host
+        taken = {node.port for node in self._cluster_nodes()}
+        port = free_port(host, frontend.cluster.frontend.port, taken)
+        return Node(name=name, tier=tier, host=host, port=port)
+
+    def _cluster_nodes(self) -> list[Node]:
+        cluster = self.frontend.cluster
+        if self.cluster_file is not None and self.cluster_file.exists():
+            cluster = load_cluster(self.cluster_file)
+        return list(cluster.nodes())
+
+    def _write_cluster_file(self, change: Callable[[Cluster], Cluster]) -> None:
+        if self.cluster_file is None:
+            return
+        cluster = change(load_cluster(self.cluster_file))
+        write_cluster(cluster, self.cluster_file)
+        self.frontend.cluster = cluster
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0

@@ -1,0 +1,124 @@
+"""Membership at runtime loses nothing and fails nothing (SPEC §2 admin routes, §3.9).
+
+Goal: the test fails if adding a replica to a running service, moving the primary role to it
+(switchover) and removing the old primary, all under load, fails a read, answers a purchase
+with anything but 200 (a switchover holds writes briefly, it never 503s them), loses an
+acknowledged purchase, sells a key twice, or leaves the in-sync replicas different; or if
+the new replica does not turn `in_sync` by itself, or the removed one keeps running.
+
+Method: the failover harness (`bazar.testing.failover`, `bazar.testing.clients`): a real
+cluster under `bazar up --no-restart`, 8 buyers with idempotency keys and 4 readers through
+the front end, each change made with the admin token through the front end's admin routes
+(what `bazar replica add/remove` and `bazar switchover` call), each awaited on `/cluster`
+with a deadline. After the load: the history is linearizable, every acknowledged purchase
+is on every live replica, orders == sales, and the live replicas' digests agree.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from bazar.testing.clients import Ledger, wait_for_acks
+from bazar.testing.cluster import Cluster, wait_until
+from bazar.testing.failover import (
+    Nemesis,
+    check_after_load,
+    check_load,
+    expect,
+    failover_cluster,
+    failover_load,
+    listed,
+)
+
+ACKS_BETWEEN_CHANGES = 50
+JOIN_DEADLINE_S = 20.0
+STOP_DEADLINE_S = 15.0
+
+
+def admin(cluster: Cluster, method: str, path: str, body: object | None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {cluster.admin_token}"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    return cluster.json(method, path, body=data, headers=headers, timeout_s=30.0)
+
+
+def listening(url: str) -> bool:
+    parts = urlsplit(url)
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((parts.hostname or "", parts.port or 0)) == 0
+
+
+@pytest.mark.parametrize("tier", ["catalog", "order"])
+def test_add_switch_over_and_remove_under_load_fail_nothing(tmp_path: Path, tier: str) -> None:
+    """Add a replica to the catalog or order service under load, wait until it is in sync,
+    switch the primary role over to it, then remove the old primary: every purchase is
+    answered 200, no read fails, and nothing is lost."""
+    ledger = Ledger()
+    with failover_cluster(tmp_path, ledger) as cluster:
+        nemesis = Nemesis(cluster)
+        old_primary = str(cluster.cluster_info()[tier]["primary"])
+        with failover_load(cluster, ledger):
+            wait_for_acks(ledger, ACKS_BETWEEN_CHANGES, 0.0, "before the changes")
+            nemesis.mark(f"add a {tier} replica")
+            status, body = admin(cluster, "POST", "/admin/replicas", {"service": tier})
+            assert status == 202, body
+            name = str(body["data"]["name"])
+            assert body["data"]["state"] in ("catching_up", "down"), body
+            expect(
+                lambda: listed(cluster, name, ("in_sync",)),
+                JOIN_DEADLINE_S,
+                f"{name} in sync by itself",
+                lambda: str(cluster.cluster_info()[tier]),
+            )
+            switch = nemesis.mark(f"switch {tier} over to {name}")
+            wait_for_acks(ledger, ACKS_BETWEEN_CHANGES, switch.at_s - 60, "with the new one")
+            status, body = admin(
+                cluster, "POST", "/admin/switchover", {"service": tier, "to": name}
+            )
+            assert (status, body["data"]["primary"]) == (200, name), body
+            wait_for_acks(ledger, ACKS_BETWEEN_CHANGES, switch.at_s, "since the switchover")
+            old_url = next(
+                r["url"]
+                for r in cluster.cluster_info()[tier]["replicas"]
+                if r["name"] == old_primary
+            )
+            removal = nemesis.mark(f"remove {old_primary}")
+            status, body = admin(cluster, "DELETE", f"/admin/replicas/{old_primary}", None)
+            assert status == 200, body
+            assert old_primary not in {r["name"] for r in body["data"]["replicas"]}, body
+            wait_until(lambda: not listening(old_url), STOP_DEADLINE_S, f"{old_primary} stopped")
+            wait_for_acks(ledger, ACKS_BETWEEN_CHANGES, removal.at_s, "since the removal")
+        answers = [a.status for a in ledger.attempts()]
+        assert set(answers) == {200}, f"purchase answers other than 200: {sorted(answers)[:10]}"
+        check_load(ledger, nemesis.events)
+        print(check_after_load(cluster, ledger))
+
+
+def test_membership_refusals(tmp_path: Path) -> None:
+    """The admin routes' definite refusals: the token, an unknown name, a target that is
+    not in sync, the last in-sync replica, a bad body."""
+    ledger = Ledger()
+    with failover_cluster(tmp_path, ledger) as cluster:
+        status, body = cluster.json("POST", "/admin/switchover", body=b'{"service": "order"}')
+        assert (status, body["error"]["code"]) == (401, "unauthorized")
+        status, body = admin(cluster, "DELETE", "/admin/replicas/catalog-9", None)
+        assert (status, body["error"]["code"]) == (404, "not_found")
+        status, body = admin(cluster, "POST", "/admin/switchover", {"service": "x"})
+        assert (status, body["error"]["code"]) == (422, "invalid_request")
+        status, body = admin(
+            cluster, "POST", "/admin/switchover", {"service": "order", "to": "order-1"}
+        )
+        assert (status, body["error"]["code"]) == (409, "not_in_sync"), body
+        status, body = admin(cluster, "DELETE", "/admin/replicas/order-2", None)
+        assert status == 200, body
+        status, body = admin(cluster, "DELETE", "/admin/replicas/order-1", None)
+        assert (status, body["error"]["code"]) == (409, "last_replica"), body
