@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--cache-ttl-ms", type=int, default=60_000, help="cache entry lifetime")
     up.add_argument("--test-hooks", action="store_true", help=argparse.SUPPRESS)
     up.add_argument("--read-timeout-ms", type=int, default=None, help=argparse.SUPPRESS)
+    up.add_argument(
+        "--log-entries-max",
+        type=_positive_int,
+        default=None,
+        help="committed log entries each replica keeps (one further behind gets a snapshot)",
+    )
     up.add_argument("--catalog", default=None, help="initial catalog (JSON or TOML)")
     up.add_argument(
         "--min-in-sync",
@@ -143,6 +149,7 @@ def _up(args: argparse.Namespace) -> int:
         cache_ttl_ms=args.cache_ttl_ms,
         test_hooks=args.test_hooks,
         read_timeout_ms=args.read_timeout_ms,
+        log_entries_max=args.log_entries_max,
         min_in_sync=args.min_in_sync,
     )
     smallest = min(args.catalog_replicas, args.order_replicas)

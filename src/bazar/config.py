@@ -73,6 +73,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     read_deadline_ms: int = 4000
     """How long the front end keeps retrying a read over the replicas (through a failover)."""
     membership_timeout_ms: int = 10_000
+    log_entries_max: int = 10_000
+    """Committed entries a replica keeps; a replica that needs older ones gets a snapshot."""
+    snapshot_timeout_ms: int = 10_000
 
 
 LIMITS = Limits()
@@ -169,6 +172,7 @@ def plan_cluster(
     cache_ttl_ms: int = 60_000,
     test_hooks: bool = False,
     read_timeout_ms: int | None = None,
+    log_entries_max: int | None = None,
     min_in_sync: int = 1,
 ) -> Cluster:
     """Lay out ports: the seed's defaults on the default port, else the next free ports."""
@@ -204,9 +208,11 @@ def plan_cluster(
         cache_ttl_ms=cache_ttl_ms,
         test_hooks=test_hooks,
         min_in_sync=min_in_sync,
-        limits=LIMITS
-        if read_timeout_ms is None
-        else msgspec.structs.replace(LIMITS, read_timeout_ms=read_timeout_ms),
+        limits=msgspec.structs.replace(
+            LIMITS,
+            read_timeout_ms=read_timeout_ms or LIMITS.read_timeout_ms,
+            log_entries_max=log_entries_max or LIMITS.log_entries_max,
+        ),
     )
 
 

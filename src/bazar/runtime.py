@@ -28,9 +28,12 @@ from bazar.config import Cluster, Node
 from bazar.core.ready import (
     AbortBatch,
     CommitBatch,
+    InstallSnapshot,
+    PruneLog,
     Ready,
     SaveEpoch,
     Send,
+    SnapshotWanted,
     Stage,
 )
 from bazar.core.replica import Notify, Replica, Timing
@@ -40,6 +43,8 @@ from bazar.storage import (
     Store,
     begin_batch,
     commit_batch,
+    install_snapshot,
+    prune_log,
     rollback_batch,
     save_epoch,
     stage_entries,
@@ -55,8 +60,12 @@ from bazar.wire import (
     LeaseReply,
     LeaseRequest,
     ReplicaStatus,
+    Snapshot,
     View,
+    encode,
 )
+
+SNAPSHOT_HEADER = "X-Bazar-Snapshot"
 
 C = TypeVar("C")
 R = TypeVar("R")
@@ -80,6 +89,7 @@ def timing_of(cluster: Cluster) -> Timing:
         catch_up_entries_max=limits.catch_up_entries_max,
         invalidate_retry_ms_max=limits.invalidate_retry_ms_max,
         min_in_sync=cluster.min_in_sync,
+        log_entries_max=limits.log_entries_max,
     )
 
 
@@ -128,6 +138,8 @@ class ReplicaRuntime(Generic[C, R]):
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.isolated_from_frontend = False  # a test hook: a network cut to the front end
+        self._snapshot: bytes | None = None
+        self._snapshot_lock = asyncio.Lock()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -191,6 +203,12 @@ class ReplicaRuntime(Generic[C, R]):
                 )
             elif isinstance(effect, CommitBatch):
                 await self._commit(effect.entry)
+            elif isinstance(effect, PruneLog):
+                await self.store.write(partial(prune_log, below_seq=effect.below_seq))
+            elif isinstance(effect, InstallSnapshot):
+                data, self._snapshot = self._snapshot, None
+                assert data is not None, "a snapshot is installed only in its own step"
+                await self.store.write(partial(install_snapshot, data=data, epoch=effect.epoch))
             else:
                 assert isinstance(effect, AbortBatch)
                 await asyncio.shield(self.store.write(rollback_batch))
@@ -228,6 +246,8 @@ class ReplicaRuntime(Generic[C, R]):
         message = send.message
         if isinstance(message, LeaseRequest):
             await self._send_lease(message)
+        elif isinstance(message, SnapshotWanted):
+            await self._send_snapshot(send.to, message)
         elif isinstance(message, Invalidate):
             await self._send_invalidate(message)
         else:
@@ -263,6 +283,47 @@ class ReplicaRuntime(Generic[C, R]):
             await self.step(self.core.on_invalidate_failed)
             return
         await self.step(self.core.on_invalidate_reply)
+
+    async def _send_snapshot(self, peer: str, wanted: SnapshotWanted) -> None:
+        url = self.urls.get(peer)
+        try:
+            if url is None:
+                raise Unavailable(f"no address for {peer}")
+            data, commit_seq, commit_epoch = await asyncio.to_thread(self.store.snapshot)
+            header = Snapshot(
+                epoch=wanted.epoch,
+                primary=wanted.primary,
+                commit_seq=commit_seq,
+                commit_epoch=commit_epoch,
+            )
+            log.info(
+                "transition=snapshot_sent node=%s commit_seq=%d bytes=%d",
+                peer,
+                commit_seq,
+                len(data),
+            )
+            reply = await self.transport.call(
+                "POST",
+                url + "/internal/snapshot",
+                AppendReply,
+                raw=data,
+                headers={SNAPSHOT_HEADER: encode(header).decode()},
+                timeout_ms=self.limits.snapshot_timeout_ms,
+            )
+        except (TransportError, BazarError, OSError):
+            await self.step(partial(self.core.on_append_failed, peer))
+            return
+        await self.step(partial(self.core.on_snapshot_reply, peer, header, reply))
+
+    async def on_snapshot(self, header: Snapshot, data: bytes) -> AppendReply:
+        async with self._snapshot_lock:  # one snapshot at a time: the step takes its bytes
+            self._snapshot = data
+            try:
+                ready = await self.step(partial(self.core.on_snapshot, header))
+            finally:
+                self._snapshot = None
+        assert ready.reply is not None
+        return ready.reply
 
     def _cut_off(self) -> None:
         """Raises: TransportError while isolated from the front end (test hook)."""

@@ -231,6 +231,17 @@ class Append(Struct, frozen=True):
     commit_seq: int
 
 
+class Snapshot(Struct, frozen=True):
+    """Primary -> a replica that needs entries the primary has pruned: its committed
+    database (SQLite backup API) as of `(commit_epoch, commit_seq)`, the body of
+    `POST /internal/snapshot`; this header travels as JSON in `X-Bazar-Snapshot`."""
+
+    epoch: int
+    primary: str
+    commit_seq: int
+    commit_epoch: int
+
+
 class AppendReply(Struct, frozen=True):
     status: Literal["ok", "gap", "stale_epoch"]
     epoch: int

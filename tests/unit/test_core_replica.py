@@ -20,9 +20,12 @@ from bazar.core.ready import (
     FRONTEND,
     AbortBatch,
     CommitBatch,
+    InstallSnapshot,
+    PruneLog,
     Ready,
     SaveEpoch,
     Send,
+    SnapshotWanted,
     Stage,
 )
 from bazar.core.replica import Replica, Timing, contiguous
@@ -34,6 +37,7 @@ from bazar.wire import (
     Invalidate,
     LeaseRequest,
     Member,
+    Snapshot,
     Upsert,
     View,
 )
@@ -62,6 +66,10 @@ class FakeLog:
 
     def __init__(self, committed: Sequence[Entry] = ()) -> None:
         self.entries: dict[int, Entry] = {entry.seq: entry for entry in committed}
+        self.pruned_below = 1
+
+    def first_log_seq(self) -> int:
+        return self.pruned_below
 
     def read_log(self, first_seq: int, last_seq: int | None, limit: int = 10_000) -> list[Entry]:
         upper = max(self.entries, default=0) if last_seq is None else last_seq
@@ -84,6 +92,7 @@ class Node:
     aborted: list[str] = field(default_factory=list)
     lease_requests: list[LeaseRequest] = field(default_factory=list)
     batch_epoch: int | None = None  # the epoch written in the open batch transaction, if any
+    snapshots: list[InstallSnapshot] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -114,6 +123,12 @@ class Node:
                 assert self.batch_epoch is not None
                 self.saved_epoch, self.batch_epoch = self.batch_epoch, None
                 self._commit(effect.entry)
+            elif isinstance(effect, PruneLog):
+                assert self.batch_epoch is None  # never inside a batch's transaction
+                self.log.pruned_below = effect.below_seq
+            elif isinstance(effect, InstallSnapshot):
+                self.saved_epoch = max(self.saved_epoch, effect.epoch)
+                self.snapshots.append(effect)
             else:
                 assert self.batch_epoch is not None
                 self.batch_epoch = None
@@ -291,6 +306,7 @@ class Net:
             return core.on_lease_reply(message.seq, dict(self.views), True, self.now_ms)
         if isinstance(message, Invalidate):
             return core.on_invalidate_reply(self.now_ms)
+        assert isinstance(message, Append)
         reply = deliver(self.nodes[send.to], message, self.now_ms)
         return core.on_append_reply(send.to, message, reply, self.now_ms)
 
@@ -1170,3 +1186,49 @@ def test_lossy_duplicating_reordering_network_keeps_every_replica_a_prefix(
     for name in ("r2", "r3"):
         assert world.nodes[name].applied == log
         assert world.nodes[name].core.staged == {}
+
+
+# ---------------------------------------------------------------- bounded log and snapshots
+
+
+def test_log_is_pruned_past_log_entries_max_but_never_during_a_batch() -> None:
+    timing = Timing(lease_ms=LEASE_MS, lease_renew_ms=RENEW_MS, log_entries_max=4)
+    history = [entry(1, seq) for seq in range(1, 11)]
+    r1 = leased(node("r1", epoch=1, committed=history, timing=timing), view(2))
+    assert r1.log.pruned_below == 10 - 4 + 1
+    r1.propose(entry(2, 11), 1)  # in flight: r2 has not acked
+    for now_ms in range(2, 12):
+        r1.run(r1.core.tick(now_ms))
+    assert r1.log.pruned_below == 7  # the batch's open transaction would take it along
+
+
+def test_peer_behind_the_pruned_log_is_sent_a_snapshot_then_entries() -> None:
+    history = [entry(1, seq) for seq in range(1, 6)]
+    r1 = node("r1", epoch=1, committed=history)
+    r1.log.pruned_below = 4
+    r2 = node("r2", staged=[entry(1, 1, stock=99)])
+    v = view(2, backups=(), members=("r1", "r2"))
+    request = request_lease(r1, 0)
+    (probe,) = appends(answer(r1, request, v, 0)).values()  # where do our logs agree?
+    assert (probe.prev_seq, probe.entries) == (5, [])
+    ready = exchange(r1, r2, probe, 0)  # a gap: r2 holds none of 1-5 committed
+    wanted = [s for s in ready.send if isinstance(s.message, SnapshotWanted)]
+    assert [s.to for s in wanted] == ["r2"]  # it needs entries 1-3: pruned
+    header = Snapshot(epoch=2, primary="r1", commit_seq=5, commit_epoch=1)
+    installed = r2.run(r2.core.on_snapshot(header, 0))
+    assert installed.reply == AppendReply(status="ok", epoch=2, last_seq=5, commit_seq=5)
+    assert r2.snapshots == [InstallSnapshot(epoch=2, commit_seq=5, commit_epoch=1)]
+    assert (r2.core.commit_seq, r2.core.staged, r2.core.epoch) == (5, {}, 2)
+    after = r1.run(r1.core.on_snapshot_reply("r2", header, installed.reply, 1))
+    assert r1.core.peers["r2"].match_seq == 5
+    assert not [s for s in after.send if s.to == "r2"]  # nothing more to send: it holds all
+
+
+def test_snapshot_from_an_older_epoch_is_refused() -> None:
+    r2 = node("r2", epoch=3)
+    ready = r2.run(
+        r2.core.on_snapshot(Snapshot(epoch=2, primary="r1", commit_seq=9, commit_epoch=2), 0)
+    )
+    assert ready.reply is not None
+    assert ready.reply.status == "stale_epoch"
+    assert r2.snapshots == []

@@ -55,8 +55,34 @@ class AbortBatch:
     reason: str
 
 
-Persist = SaveEpoch | Stage | CommitBatch | AbortBatch
-Message = Append | LeaseRequest | Invalidate
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """Replace the whole database by the primary's snapshot that came with this step (it
+    holds every entry up to `commit_seq`); keep `epoch` as the highest seen."""
+
+    epoch: int
+    commit_seq: int
+    commit_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class PruneLog:
+    """Forget committed log entries below `below_seq` (the log is bounded)."""
+
+    below_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotWanted:
+    """To a peer that needs entries we have pruned: the runtime takes a snapshot of our
+    committed database (SQLite backup API) and sends it as a `Snapshot`."""
+
+    epoch: int
+    primary: str
+
+
+Persist = SaveEpoch | Stage | CommitBatch | AbortBatch | InstallSnapshot | PruneLog
+Message = Append | LeaseRequest | Invalidate | SnapshotWanted
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,9 +42,12 @@ from bazar.core.ready import (
     FRONTEND,
     AbortBatch,
     CommitBatch,
+    InstallSnapshot,
+    PruneLog,
     Ready,
     SaveEpoch,
     Send,
+    SnapshotWanted,
     Stage,
 )
 from bazar.wire import (
@@ -56,6 +59,7 @@ from bazar.wire import (
     LeaseRequest,
     ReplicaStatus,
     Role,
+    Snapshot,
     Upsert,
     View,
 )
@@ -76,6 +80,10 @@ class Log(Protocol):
 
     def read_log(self, first_seq: int, last_seq: int | None, limit: int = ...) -> list[Entry]: ...
 
+    def first_log_seq(self) -> int:
+        """The oldest entry not pruned (the next seq when the log is empty)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Timing:
@@ -88,9 +96,11 @@ class Timing:
     catch_up_entries_max: int = 64
     invalidate_retry_ms_max: int = 1000
     min_in_sync: int = 1
+    log_entries_max: int = 10_000
 
     def __post_init__(self) -> None:
         assert 0 < self.lease_renew_ms < self.lease_ms
+        assert self.log_entries_max >= 1
         assert self.catch_up_entries_max >= 1
         assert self.min_in_sync >= 1
 
@@ -151,6 +161,7 @@ class Replica:
     peers: dict[str, Peer] = field(default_factory=dict)
     notice_at_ms: int | None = None
     primary_since_epoch: int = 0  # the epoch of the view that last made us primary
+    prune_at_seq: int = 0
     truncations: int = 0
 
     def __post_init__(self) -> None:
@@ -229,7 +240,20 @@ class Replica:
     def tick(self, now_ms: int) -> Ready:
         ready = Ready()
         self._drive(now_ms, ready)
+        self._prune(ready)
         return ready
+
+    def _prune(self, ready: Ready) -> None:
+        """Keep at most about `log_entries_max` committed entries (checked every quarter of
+        it); a peer that needs older ones gets a snapshot. Never during a batch: its open
+        transaction would take the prune with it."""
+        if self.commit_seq < self.prune_at_seq or self.inflight is not None:
+            return
+        entries_max = self.timing.log_entries_max
+        self.prune_at_seq = self.commit_seq + max(1, entries_max // 4)
+        below_seq = self.commit_seq - entries_max + 1
+        if below_seq > self.log.first_log_seq():
+            ready.persist.append(PruneLog(below_seq))
 
     def on_lease_reply(self, seq: int, views: dict[str, View], granted: bool, now_ms: int) -> Ready:
         """The front end answered lease request `seq`: extend the lease from when we sent
@@ -367,6 +391,25 @@ class Replica:
         self._drive(now_ms, ready)
         return ready
 
+    def on_snapshot_reply(
+        self, peer_name: str, sent: Snapshot, reply: AppendReply, now_ms: int
+    ) -> Ready:
+        """The peer installed our snapshot (or already held all it holds)."""
+        ready = Ready()
+        peer = self.peers.get(peer_name)
+        if peer is None:
+            return ready
+        peer.busy = False
+        if sent.epoch < self.primary_since_epoch or reply.status != "ok":
+            peer.retry_at_ms = now_ms + self.timing.retry_ms
+            if reply.status == "stale_epoch" or reply.epoch > self.epoch:
+                self.lease_next_ms = min(self.lease_next_ms, now_ms)
+        else:
+            peer.match_seq = sent.commit_seq
+            peer.confirmed = True
+        self._drive(now_ms, ready)
+        return ready
+
     def on_append_failed(self, peer_name: str, now_ms: int) -> Ready:
         ready = Ready()
         peer = self.peers.get(peer_name)
@@ -437,8 +480,13 @@ class Replica:
             self._maybe_commit(inflight, now_ms, ready)
 
     def _send_entries(self, name: str, peer: Peer, upto_seq: int, ready: Ready) -> None:
-        """Send `name` our log from its match point, up to `upto_seq` (bounded)."""
+        """Send `name` our log from its match point, up to `upto_seq` (bounded); a snapshot
+        if we have pruned the entries it needs."""
         first = peer.match_seq + 1
+        if first <= self.commit_seq and first < self.log.first_log_seq():
+            peer.busy = True
+            ready.send.append(Send(to=name, message=SnapshotWanted(self.epoch, self.name)))
+            return
         last = min(upto_seq, peer.match_seq + self.timing.catch_up_entries_max)
         entries = self._entries(first, last)
         prev_epoch = self._epoch_of(peer.match_seq)
@@ -563,6 +611,37 @@ class Replica:
         ready.reply = reply
         return ready
 
+    def on_snapshot(self, snapshot: Snapshot, now_ms: int) -> Ready:
+        """A primary sends its committed database: we were too far behind its log. Fenced
+        like an Append; it replaces everything, our staged suffix included (uncommitted)."""
+        ready = Ready()
+        if snapshot.epoch < self.epoch or (snapshot.epoch == self.epoch and self.role == "primary"):
+            ready.reply = self._reply("stale_epoch", self.epoch)
+            return ready
+        if self.inflight is not None or self.role == "primary":
+            self._abandon("a newer primary sends a snapshot", ready)
+            self.boot_epoch = max(self.boot_epoch, self.epoch)
+        epoch = max(self.epoch, snapshot.epoch)
+        if snapshot.commit_seq > self.commit_seq:
+            ready.persist.append(
+                InstallSnapshot(
+                    epoch=epoch,
+                    commit_seq=snapshot.commit_seq,
+                    commit_epoch=snapshot.commit_epoch,
+                )
+            )
+            ready.transitions.append(
+                f"transition=snapshot tier={self.tier} node={self.name} "
+                f"commit_seq={snapshot.commit_seq}"
+            )
+        ready.reply = AppendReply(
+            status="ok",
+            epoch=epoch,
+            last_seq=max(snapshot.commit_seq, self.commit_seq),
+            commit_seq=max(snapshot.commit_seq, self.commit_seq),
+        )
+        return ready
+
     def plan_append(self, message: Append) -> tuple[Stage, AppendReply]:
         assert message.epoch >= self.epoch
         if message.prev_seq > self.last_seq:
@@ -638,6 +717,13 @@ class Replica:
         for effect in ready.persist:
             if isinstance(effect, Stage):
                 self._advance_stage(effect)
+            elif isinstance(effect, InstallSnapshot):
+                assert effect.commit_seq > self.commit_seq
+                self.staged = {}
+                self.commit_seq = effect.commit_seq
+                self.commit_epoch = effect.commit_epoch
+                self.epoch = max(self.epoch, effect.epoch)
+                self.truncations += 1  # a read in flight may hold a replaced row
 
     def _advance_stage(self, plan: Stage) -> None:
         assert plan.epoch >= self.epoch

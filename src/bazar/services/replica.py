@@ -22,10 +22,17 @@ from bazar.config import Cluster, Node, Secrets
 from bazar.core.replica import Notify
 from bazar.errors import InvalidRequest
 from bazar.http_app import build_app, json_response, read_body, require_token
-from bazar.runtime import ReplicaRuntime, monotonic_ms
+from bazar.runtime import SNAPSHOT_HEADER, ReplicaRuntime, monotonic_ms
 from bazar.storage import Machine, Store
 from bazar.transport import Transport
-from bazar.wire import Append, Digest, Isolation, ReplicaHealth, ReplicaHealthData
+from bazar.wire import (
+    Append,
+    Digest,
+    Isolation,
+    ReplicaHealth,
+    ReplicaHealthData,
+    Snapshot,
+)
 
 T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -85,6 +92,7 @@ class ReplicaProcess:
         return [
             Route("/internal/append", self.internal(self._append), methods=["POST"]),
             Route("/internal/commit", self.internal(self._commit), methods=["GET"]),
+            Route("/internal/snapshot", self.internal(self._snapshot), methods=["POST"]),
             Route("/internal/digest", self.internal(self._digest), methods=["GET"]),
             *(
                 [Route("/internal/test/isolate", self.internal(self._isolate), methods=["POST"])]
@@ -99,6 +107,16 @@ class ReplicaProcess:
     async def _append(self, request: Request) -> Response:
         message = await decode_body(request, Append, self.limits.append_bytes_max)
         return json_response(await self.runtime.on_append(message))
+
+    async def _snapshot(self, request: Request) -> Response:
+        try:
+            header = msgspec.json.decode(
+                request.headers.get(SNAPSHOT_HEADER, "").encode(), type=Snapshot
+            )
+        except msgspec.DecodeError as error:
+            raise InvalidRequest(f"bad {SNAPSHOT_HEADER} header: {error}") from None
+        data = await read_body(request, self.limits.append_bytes_max)
+        return json_response(await self.runtime.on_snapshot(header, data))
 
     async def _isolate(self, request: Request) -> Response:
         isolation = await decode_body(request, Isolation, self.limits.request_bytes_max)

@@ -74,6 +74,7 @@ class Cluster:
         cache_ttl_ms: int | None = None,
         test_hooks: bool = False,
         read_timeout_ms: int | None = None,
+        log_entries_max: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
@@ -102,6 +103,8 @@ class Cluster:
             self.arguments.append("--test-hooks")
         if read_timeout_ms is not None:
             self.arguments += ["--read-timeout-ms", str(read_timeout_ms)]
+        if log_entries_max is not None:
+            self.arguments += ["--log-entries-max", str(log_entries_max)]
         self.process: subprocess.Popen[bytes] | None = None
 
     # ---------------------------------------------------------------- lifecycle

@@ -55,7 +55,12 @@ REPORTED_MAX = 5
 
 @contextlib.contextmanager
 def failover_cluster(
-    directory: Path, ledger: Ledger, *, catalog_replicas: int = 2, test_hooks: bool = False
+    directory: Path,
+    ledger: Ledger,
+    *,
+    catalog_replicas: int = 2,
+    test_hooks: bool = False,
+    log_entries_max: int | None = None,
 ) -> Iterator[Cluster]:
     """A fresh cluster with `--no-restart` whose catalog is STOCKS, every replica in sync;
     on failure its logs are printed (pytest shows them); the history is kept in
@@ -66,6 +71,7 @@ def failover_cluster(
         "catalog_file": catalog,
         "catalog_replicas": catalog_replicas,
         "test_hooks": test_hooks,
+        "log_entries_max": log_entries_max,
     }
     with running(directory / "cluster", restart=False, **options) as cluster:
         try:
