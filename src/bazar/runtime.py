@@ -360,6 +360,10 @@ class ReplicaRuntime(Generic[C, R]):
         if not core.leased(monotonic_ms()):
             # Definite: the command is not queued, so it can never run later on its own.
             raise Refused(f"{self.node.name} holds no lease from the front end")
+        if not core.enough_in_sync():
+            raise Refused(
+                f"fewer than --min-in-sync {core.timing.min_in_sync} replicas are in sync"
+            )
         if len(self._queue) >= self.limits.inflight_commands_max:
             raise Unavailable("too many writes in flight")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -462,12 +466,16 @@ class ReplicaRuntime(Generic[C, R]):
             raise Unavailable(f"{self.node.name} is not serving reads")
 
     def commit_point(self) -> CommitPoint:
-        """The locally committed position, read from the database: on a primary a reader can
-        only have seen data up to this point (same snapshot rule as every read)."""
+        """The locally committed position `(epoch of its entry, seq)`, read from the
+        database in one statement: on a primary a reader can only have seen data up to this
+        point (same snapshot rule as every read). Not the current epoch: a view change that
+        keeps the primary must not make an older state look newer than a pending write's
+        cache invalidation."""
         row = self.store.reader.execute(
-            "SELECT value FROM meta WHERE key = 'commit_seq'"
+            "SELECT meta.value, log.epoch FROM meta LEFT JOIN log ON log.seq = meta.value"
+            " WHERE meta.key = 'commit_seq'"
         ).fetchone()
-        return CommitPoint(epoch=self.core.epoch, commit_seq=int(row[0]))
+        return CommitPoint(epoch=int(row[1] or 0), commit_seq=int(row[0]))
 
     async def committed_overlay(self, table: str, keys: set[int | str] | None) -> list[Entry]:
         """Staged entries that the primary has committed and that touch `keys` of `table`

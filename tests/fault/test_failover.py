@@ -31,10 +31,9 @@ import time
 from pathlib import Path
 
 import pytest
-from test_write_faults import served_by_hand
 
 from bazar.testing.clients import Ledger, hold_load_until, wait_for_acks
-from bazar.testing.cluster import Cluster
+from bazar.testing.cluster import Cluster, served_by_hand
 from bazar.testing.failover import (
     VIEW_DEADLINE_S,
     WRITE_WINDOW_S,
@@ -42,6 +41,7 @@ from bazar.testing.failover import (
     backups_in_sync,
     check_after_load,
     check_load,
+    check_reads,
     expect,
     failover_cluster,
     failover_load,
@@ -281,8 +281,10 @@ def test_replica_behind_a_pruned_log_catches_up_from_a_snapshot(tmp_path: Path) 
     (SQLite backup API) instead of entries, rejoins in sync in a newer epoch within 10 s,
     and ends identical (digests); no read fails, every 503 arrives within 2 s of an event."""
     ledger = Ledger()
-    options = {"log_entries_max": LOG_ENTRIES_MAX}
-    with failover_cluster(tmp_path, ledger, **options) as cluster, contextlib.ExitStack() as hand:
+    with (
+        failover_cluster(tmp_path, ledger, log_entries_max=LOG_ENTRIES_MAX) as cluster,
+        contextlib.ExitStack() as hand,
+    ):
         nemesis = Nemesis(cluster)
         name = replica_in_role(cluster, "catalog", "backup")
         epoch = cluster.cluster_info()["catalog"]["epoch"]
@@ -309,4 +311,41 @@ def test_replica_behind_a_pruned_log_catches_up_from_a_snapshot(tmp_path: Path) 
             wait_for_acks(ledger, ACKS_AFTER_RESUME, restart.at_s, "since the restart")
         assert "transition=snapshot " in (cluster.data_dir / "logs" / f"{name}.log").read_text()
         check_load(ledger, nemesis.events)
+        print(check_after_load(cluster, ledger))
+
+
+# ---------------------------------------------------------------- 7: --min-in-sync 2
+
+
+def test_min_in_sync_2_stops_writes_without_a_backup_and_never_reads(tmp_path: Path) -> None:
+    """`--min-in-sync 2`: kill -9 of the catalog backup under load. Once it is dropped,
+    purchases sent are not acknowledged (refused: fewer than 2 copies), `/health` is 503,
+    and no read fails; started again by hand, it rejoins and writes resume; nothing is lost
+    or sold twice (every key retried until definite sells exactly once)."""
+    ledger = Ledger()
+    with (
+        failover_cluster(tmp_path, ledger, min_in_sync=2) as cluster,
+        contextlib.ExitStack() as by_hand,
+    ):
+        nemesis = Nemesis(cluster)
+        name = replica_in_role(cluster, "catalog", "backup")
+        epoch = cluster.cluster_info()["catalog"]["epoch"]
+        with failover_load(cluster, ledger):
+            wait_for_acks(ledger, ACKS_BEFORE_FAULT, 0.0, "before the kill")
+            kill = nemesis.kill(name)
+            wait_dropped(cluster, name, epoch, primary=False)
+            dropped_s = time.monotonic()
+            assert cluster.request("GET", "/health")[0] == 503
+            hold_load_until(dropped_s + LOAD_AFTER_FAULT_S, "the load without a backup")
+            restart = nemesis.mark(f"{name} started by hand")
+            by_hand.enter_context(served_by_hand(cluster, name))
+            wait_for_acks(ledger, ACKS_AFTER_RESUME, restart.at_s, "since the restart")
+        stopped = [
+            a
+            for a in ledger.attempts()
+            if a.status == 200 and dropped_s < a.invoke_s and a.complete_s < restart.at_s
+        ]
+        assert stopped == [], f"{len(stopped)} purchases acknowledged on one copy"
+        check_reads(ledger, nemesis.events)
+        print(f"{kill.what}: writes stopped until the restart")
         print(check_after_load(cluster, ledger))

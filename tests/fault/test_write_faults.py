@@ -39,8 +39,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -53,7 +51,7 @@ from typing import Any
 
 import pytest
 
-from bazar.testing.cluster import Cluster, wait_until
+from bazar.testing.cluster import Cluster, served_by_hand, wait_until
 from bazar.testing.history import History, Outcome
 from bazar.testing.workload import ReadLoad, write_catalog
 
@@ -326,29 +324,6 @@ def back_in_sync(cluster: Cluster, name: str, old_pid: int | None) -> bool:
     if entry["state"] != "in_sync" or (old_pid is not None and entry["pid"] == old_pid):
         return False
     return health(cluster) == 200
-
-
-@contextlib.contextmanager
-def served_by_hand(cluster: Cluster, name: str) -> Iterator[None]:
-    """Start replica `name` again as `bazar up`'s supervisor would (`bazar serve` with the
-    cluster file, logging to its log); stop it (by its pid) at the end."""
-    tier = name.split("-")[0]
-    command = [sys.executable, "-m", "bazar", "serve", tier]
-    command += ["--config", str(cluster.data_dir / "cluster.toml"), "--name", name]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BAZAR_")}
-    with (cluster.data_dir / "logs" / f"{name}.log").open("ab") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-        )
-    try:
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # ---------------------------------------------------------------- replica state

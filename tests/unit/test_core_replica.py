@@ -473,6 +473,16 @@ def test_min_in_sync_blocks_proposals_until_the_view_has_enough_backups() -> Non
     assert paired.core.can_propose(10)
 
 
+def test_min_in_sync_abandons_a_batch_whose_backup_was_dropped_instead_of_committing() -> None:
+    timing = Timing(lease_ms=LEASE_MS, lease_renew_ms=RENEW_MS, min_in_sync=2)
+    r1 = leased(node("r1", timing=timing), view(1, backups=("r2",)))
+    r1.propose(entry(1, 1), 1)
+    ready = answer(r1, request_lease(r1, RENEW_MS), view(2, backups=()), RENEW_MS)
+    assert commits(ready) == []
+    assert r1.aborted == ["fewer replicas in sync than min_in_sync"]
+    assert r1.core.boot_epoch == 2  # never again primary in epoch 2: it may be staged
+
+
 def test_view_that_drops_a_silent_backup_lets_the_batch_in_flight_commit_without_it() -> None:
     r1 = leased(node("r1"), view(1, backups=("r2", "r3")))
     r2 = node("r2")

@@ -206,16 +206,19 @@ class Replica:
         staged suffix is neither applied nor known committed."""
         return self.role != "none" and self.leased(now_ms) and not self.promoting
 
-    def can_propose(self, now_ms: int) -> bool:
+    def enough_in_sync(self) -> bool:
+        """`--min-in-sync`: at least that many copies (the primary and its backups)."""
         view = self.view
+        return view is not None and 1 + len(view.backups) >= self.timing.min_in_sync
+
+    def can_propose(self, now_ms: int) -> bool:
         return (
             self.role == "primary"
-            and view is not None
             and self.inflight is None
             and self.joining_seq is None
             and not self.staged
             and self.leased(now_ms)
-            and 1 + len(view.backups) >= self.timing.min_in_sync
+            and self.enough_in_sync()
         )
 
     def status(self) -> ReplicaStatus:
@@ -543,6 +546,11 @@ class Replica:
             return
         if not self.leased(now_ms):
             return  # rule 6: wait for the lease (or for the view that deposes us)
+        if inflight.kind == "batch" and not self.enough_in_sync():
+            # A backup was dropped while the batch waited: `--min-in-sync` forbids
+            # acknowledging it on fewer copies (the view manager then re-issues our epoch).
+            self._abandon("fewer replicas in sync than min_in_sync", ready)
+            return
         self.inflight = None
         self.notice_at_ms = now_ms + self.timing.commit_notice_ms
         last = inflight.entries[-1]

@@ -75,6 +75,7 @@ class Cluster:
         test_hooks: bool = False,
         read_timeout_ms: int | None = None,
         log_entries_max: int | None = None,
+        min_in_sync: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
@@ -105,6 +106,8 @@ class Cluster:
             self.arguments += ["--read-timeout-ms", str(read_timeout_ms)]
         if log_entries_max is not None:
             self.arguments += ["--log-entries-max", str(log_entries_max)]
+        if min_in_sync is not None:
+            self.arguments += ["--min-in-sync", str(min_in_sync)]
         self.process: subprocess.Popen[bytes] | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -257,3 +260,27 @@ def running(data_dir: Path, **options: Any) -> Iterator[Cluster]:
     cluster = Cluster(data_dir, **options)
     with cluster:
         yield cluster
+
+
+@contextlib.contextmanager
+def served_by_hand(cluster: Cluster, name: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Replica `name` started again as `bazar up`'s supervisor would (`bazar serve` with the
+    cluster file, logging to its log): how an operator restarts one process by hand. Stopped
+    by its pid at the end (SIGTERM, then SIGKILL)."""
+    tier = name.split("-")[0]
+    command = [sys.executable, "-m", "bazar", "serve", tier]
+    command += ["--config", str(cluster.data_dir / "cluster.toml"), "--name", name]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAZAR_")}
+    with (cluster.data_dir / "logs" / f"{name}.log").open("ab") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -61,6 +61,7 @@ def failover_cluster(
     catalog_replicas: int = 2,
     test_hooks: bool = False,
     log_entries_max: int | None = None,
+    min_in_sync: int | None = None,
 ) -> Iterator[Cluster]:
     """A fresh cluster with `--no-restart` whose catalog is STOCKS, every replica in sync;
     on failure its logs are printed (pytest shows them); the history is kept in
@@ -72,6 +73,7 @@ def failover_cluster(
         "catalog_replicas": catalog_replicas,
         "test_hooks": test_hooks,
         "log_entries_max": log_entries_max,
+        "min_in_sync": min_in_sync,
     }
     with running(directory / "cluster", restart=False, **options) as cluster:
         try:
