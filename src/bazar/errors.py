@@ -85,6 +85,18 @@ class Refused(BazarError):
     retry_after_s = 1
 
 
+class Abandoned(BazarError):
+    """A primary rolled back the batch that held this write (deposed, or a view change
+    while it waited): its outcome is unknown (it may be staged on a backup and committed by
+    a new primary), so a write under an idempotency key is retried with the same key.
+    Internal between tiers; the front end answers it as 503 `unavailable`."""
+
+    status = 503
+    code = "abandoned"
+    definite = False
+    retry_after_s = 1
+
+
 class LastReplica(BazarError):
     """Removing it would leave its service without an in-sync replica."""
 
@@ -127,6 +139,7 @@ ERRORS_BY_CODE: dict[str, type[BazarError]] = {
         UnsupportedMediaType,
         Unavailable,
         Refused,
+        Abandoned,
         StaleEpoch,
         NotPrimary,
     )

@@ -37,7 +37,7 @@ from bazar.core.ready import (
     Stage,
 )
 from bazar.core.replica import Notify, Replica, Timing
-from bazar.errors import BazarError, NotPrimary, Refused, Unavailable
+from bazar.errors import Abandoned, BazarError, NotPrimary, Refused, Unavailable
 from bazar.storage import (
     Machine,
     Store,
@@ -212,7 +212,7 @@ class ReplicaRuntime(Generic[C, R]):
             else:
                 assert isinstance(effect, AbortBatch)
                 await asyncio.shield(self.store.write(rollback_batch))
-                self._finish_batch(Unavailable(f"the write was abandoned: {effect.reason}"))
+                self._finish_batch(Abandoned(f"the write was abandoned: {effect.reason}"))
 
     async def _commit(self, entry: Entry) -> None:
         try:
@@ -372,11 +372,17 @@ class ReplicaRuntime(Generic[C, R]):
         return await asyncio.shield(future)
 
     async def _batch_loop(self) -> None:
-        while not self._stopping:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue and await self._run_batch():
-                await self._batch_done.wait()  # set at once when the batch logged nothing
+        try:
+            while not self._stopping:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._queue and await self._run_batch():
+                    await self._batch_done.wait()  # set at once when the batch logged nothing
+        except Exception:
+            # A bug, with perhaps a batch transaction left open: nothing could be written
+            # again. Restart from the disk (the supervisor does it) rather than limp on.
+            log.critical("transition=exit reason=batch_loop_failed", exc_info=True)
+            os._exit(1)
 
     async def _run_batch(self) -> bool:
         """Start the next batch if the core allows one; False when it must wait."""
@@ -405,9 +411,19 @@ class ReplicaRuntime(Generic[C, R]):
                         future.set_result(result)
                 self._batch_done.set()
                 return True
+            now_ms = monotonic_ms()
+            if not core.can_propose(now_ms):
+                # The lease ran out while the batch executed (a pause, a stall): it was never
+                # sent, so rolling it back makes its refusal definite.
+                await self.store.write(rollback_batch)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(Refused("the lease ran out; not executed"))
+                self._batch_done.set()
+                return True
             self._batch = (batch, results)
             self._batch_done.clear()
-            ready = core.propose(entry, monotonic_ms())
+            ready = core.propose(entry, now_ms)
             await self._persist(ready)
             core.advance(ready)
         for line in ready.transitions:

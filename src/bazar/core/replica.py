@@ -97,6 +97,8 @@ class Timing:
     invalidate_retry_ms_max: int = 1000
     min_in_sync: int = 1
     log_entries_max: int = 10_000
+    join_hold_ms: int = 200
+    join_hold_backoff_ms: int = 1000
 
     def __post_init__(self) -> None:
         assert 0 < self.lease_renew_ms < self.lease_ms
@@ -162,6 +164,9 @@ class Replica:
     notice_at_ms: int | None = None
     primary_since_epoch: int = 0  # the epoch of the view that last made us primary
     prune_at_seq: int = 0
+    join_hold_until_ms: int | None = None  # new batches wait, so that a peer can join
+    join_hold_next_ms: int = 0
+    join_asked: bool = False
     truncations: int = 0
 
     def __post_init__(self) -> None:
@@ -216,6 +221,7 @@ class Replica:
             self.role == "primary"
             and self.inflight is None
             and self.joining_seq is None
+            and (self.join_hold_until_ms is None or now_ms >= self.join_hold_until_ms)
             and not self.staged
             and self.leased(now_ms)
             and self.enough_in_sync()
@@ -295,12 +301,19 @@ class Replica:
         newer = view.epoch > self.epoch
         self.epoch = view.epoch
         self.view = view
+        if newer and self.inflight is not None and self.inflight.kind == "batch":
+            # Even if we stay primary (a backup was dropped): inside the batch's open
+            # transaction the new epoch's record would be lost with a crash after we had
+            # sent Appends of that epoch, and a restart would act in it a second time (a late
+            # Append of the dead process could then replace the new one's entries). Roll
+            # the batch back first; as after any abandoned batch, our epoch is re-issued.
+            self._abandon("a new epoch while the batch is open", ready)
         after = self.role
         if after != "primary":
             # First: a rollback of the open batch must not undo the new epoch's record.
             self._abandon("not the primary of the current view", ready)
-        if newer:
-            ready.persist_once(SaveEpoch(view.epoch))
+        if newer and SaveEpoch(view.epoch) not in ready.persist:
+            ready.persist.append(SaveEpoch(view.epoch))
         if before != after or newer:
             ready.transitions.append(
                 f"transition=view tier={self.tier} node={self.name} epoch={view.epoch} role={after}"
@@ -314,6 +327,8 @@ class Replica:
             if self.staged:
                 self._start_promotion(ready)
         self._known_peers(view)
+        if newer:
+            self.notice_at_ms = 0  # a backup that just joined may lag our commit point
 
     def _known_peers(self, view: View) -> None:
         names = {member.name for member in view.members} - {self.name}
@@ -342,6 +357,9 @@ class Replica:
         self.boot_epoch = max(self.boot_epoch, self.epoch)
         if inflight.kind == "batch":
             ready.persist_once(AbortBatch(reason))
+            if self.epoch > inflight.entries[0].epoch:
+                # The rollback undoes a newer epoch's record written inside the batch.
+                ready.persist.append(SaveEpoch(self.epoch))
         ready.transitions.append(
             f"transition=step_down tier={self.tier} node={self.name} epoch={self.epoch} "
             f"seq={inflight.last_seq} reason={reason.replace(' ', '_')}"
@@ -374,6 +392,12 @@ class Replica:
         if peer is None:
             return ready
         peer.busy = False
+        if reply.status != "gap":  # (a gap is sent the missing entries with the next write)
+            # Its reply says what it applied: a refused Append (stale_epoch) did not tell it
+            # our commit point, so a notice is owed again.
+            peer.sent_commit_seq = min(peer.sent_commit_seq, reply.commit_seq)
+            if peer.sent_commit_seq < self.commit_seq and self.notice_at_ms is None:
+                self.notice_at_ms = now_ms
         if sent.epoch < self.primary_since_epoch:
             # Sent in an earlier stint as primary: our log may differ from what it carried.
             peer.retry_at_ms = now_ms + self.timing.retry_ms
@@ -458,8 +482,10 @@ class Replica:
 
     def _drive(self, now_ms: int, ready: Ready) -> None:
         """After every event: renew the lease, send what is due, commit what can be."""
-        self._renew_lease(now_ms, ready)
         view = self.view
+        if self.role == "primary" and view is not None:
+            self._hold_for_join(view, now_ms)
+        self._renew_lease(now_ms, ready)
         if self.role != "primary" or view is None:
             return
         inflight = self.inflight
@@ -486,7 +512,11 @@ class Replica:
         """Send `name` our log from its match point, up to `upto_seq` (bounded); a snapshot
         if we have pruned the entries it needs."""
         first = peer.match_seq + 1
-        if first <= self.commit_seq and first < self.log.first_log_seq():
+        kept = self.log.first_log_seq()
+        # Pruned: the entries it needs, or the one before them (the Append's prev_epoch).
+        if first <= self.commit_seq and (first < kept or 0 < peer.match_seq < kept):
+            if self.staged:
+                return  # promoting: our database (the snapshot) holds the staged suffix too
             peer.busy = True
             ready.send.append(Send(to=name, message=SnapshotWanted(self.epoch, self.name)))
             return
@@ -584,6 +614,34 @@ class Replica:
             self.joining_seq = self.lease_seq
         message = LeaseRequest(status=self.status(), seq=self.lease_seq, join=join)
         ready.send.append(Send(to=FRONTEND, message=message))
+
+    def _hold_for_join(self, view: View, now_ms: int) -> None:
+        """Rule 8 under load: a batch is always in flight, so a catching-up peer close to
+        our commit point would never find the moment to join. Hold new batches for up to
+        `join_hold_ms` (then not again for `join_hold_backoff_ms`, should the peer stall),
+        and ask the front end at once, once per hold, when it holds all we committed."""
+        if self.joining_seq is not None:
+            return  # the join request itself holds new batches until its answer
+        reach = self.commit_seq - self.timing.catch_up_entries_max
+        close = any(
+            peer.confirmed and peer.match_seq >= reach
+            for name, peer in self.peers.items()
+            if name not in view.backups
+        )
+        hold = self.join_hold_until_ms
+        if hold is None:
+            if close and now_ms >= self.join_hold_next_ms:
+                self.join_hold_until_ms = now_ms + self.timing.join_hold_ms
+                self.join_asked = False
+            return
+        if not close or now_ms >= hold:
+            self.join_hold_until_ms = None
+            if close:  # it did not make it in time: let writes through for a while
+                self.join_hold_next_ms = now_ms + self.timing.join_hold_backoff_ms
+            return
+        if not self.join_asked and self._joiners():
+            self.join_asked = True
+            self.lease_next_ms = min(self.lease_next_ms, now_ms)
 
     def _joiners(self) -> tuple[str, ...]:
         """Rule 8: catching-up peers that hold our whole committed log, while nothing is in

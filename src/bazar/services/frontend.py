@@ -29,6 +29,7 @@ from bazar.core.balancer import RoundRobin
 from bazar.core.cache import LIST_KEY, Cache, book_key, topic_key
 from bazar.core.view import Leases, ViewManager, initial_view
 from bazar.errors import (
+    Abandoned,
     BazarError,
     IdempotencyKeyReused,
     InvalidRequest,
@@ -282,6 +283,10 @@ class Frontend:
             except (NotPrimary, Refused):
                 if monotonic_ms() >= deadline_ms:
                     raise
+            except Abandoned:
+                if not keyed or monotonic_ms() >= deadline_ms:
+                    raise
+                uncertain = True
             except TransportError as error:
                 retry = error.definite or (keyed and failover.is_set())
                 if not retry or monotonic_ms() >= deadline_ms:
@@ -488,7 +493,7 @@ class Frontend:
             reply, uncertain = await self._write(
                 "order", "/internal/purchase", PurchaseReply, purchase, keyed=True
             )
-        except (TransportError, NotPrimary, Refused) as error:
+        except (TransportError, NotPrimary, Refused, Abandoned) as error:
             raise Unavailable(f"no order primary could take the purchase: {error}") from None
         headers = {"Idempotency-Key": key}
         # A replay of our own earlier attempt (given up in a failover) is still this
@@ -517,7 +522,7 @@ class Frontend:
             result, _ = await self._write(
                 "catalog", f"/internal/books/{book_id}", UpdateResult, command, keyed=False
             )
-        except (TransportError, NotPrimary, Refused) as error:
+        except (TransportError, NotPrimary, Refused, Abandoned) as error:
             raise Unavailable(f"no catalog primary could take the update: {error}") from None
         if result.status == "not_found":
             raise NotFound(f"no book {book_id}")

@@ -21,7 +21,15 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from bazar.config import Cluster, Node, Secrets
-from bazar.errors import BazarError, InvalidRequest, NotFound, NotPrimary, Refused, Unavailable
+from bazar.errors import (
+    Abandoned,
+    BazarError,
+    InvalidRequest,
+    NotFound,
+    NotPrimary,
+    Refused,
+    Unavailable,
+)
 from bazar.http_app import json_response
 from bazar.machines import order as machine
 from bazar.request import idempotency_key, page_limit, positive_id
@@ -235,6 +243,9 @@ class OrderService:
                 uncertain = uncertain or not error.definite
                 last = str(error)
             except (NotPrimary, Refused) as error:
+                last = error.message
+            except Abandoned as error:  # rolled back in a view change: same key again
+                uncertain = True
                 last = error.message
             if monotonic_ms() >= deadline_ms:
                 if uncertain:
