@@ -199,11 +199,13 @@ class CatchUpTrial:
     listed_s: float  # first listed with its new pid (catching_up or in_sync)
     in_sync_s: float
     primary_last_seq_at_in_sync: int
+    path: str  # "log" (entries) or "snapshot" (the primary had pruned what it needed)
 
 
-def catch_up_trial(directory: Path, trial: int) -> CatchUpTrial:
+def catch_up_trial(directory: Path, trial: int, log_entries_max: int | None) -> CatchUpTrial:
     ledger = Ledger()
-    with failover_cluster(directory, ledger) as cluster, buying(cluster, ledger):
+    bounded = failover_cluster(directory, ledger, log_entries_max=log_entries_max)
+    with bounded as cluster, buying(cluster, ledger):
         nemesis = Nemesis(cluster)
         name = replica_in_role(cluster, "catalog", "backup")
         epoch = cluster.cluster_info()["catalog"]["epoch"]
@@ -221,6 +223,7 @@ def catch_up_trial(directory: Path, trial: int) -> CatchUpTrial:
         started_s = time.monotonic()
         with served_by_hand(cluster, name) as process:
             listed_s, in_sync_s, primary_seq = watch_rejoin(cluster, name, process.pid)
+        replica_log = (cluster.data_dir / "logs" / f"{name}.log").read_text()
         return CatchUpTrial(
             trial=trial,
             name=name,
@@ -232,6 +235,7 @@ def catch_up_trial(directory: Path, trial: int) -> CatchUpTrial:
             listed_s=listed_s - started_s,
             in_sync_s=in_sync_s - started_s,
             primary_last_seq_at_in_sync=primary_seq,
+            path="snapshot" if "transition=snapshot " in replica_log else "log",
         )
 
 
@@ -341,13 +345,14 @@ def failover_table(trials: Sequence[FailoverTrial]) -> str:
 
 def catch_up_table(trials: Sequence[CatchUpTrial]) -> str:
     rows = [
-        "| trial | down s | behind (entries) | listed s | in_sync s | in_sync - listed s "
-        "| primary last_seq: start -> in_sync | load avg (1 min) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| trial | from | down s | behind (entries) | listed s | in_sync s "
+        "| in_sync - listed s | primary last_seq: start -> in_sync | load avg (1 min) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in trials:
         rows.append(
-            f"| {t.trial} | {t.down_s:.2f} | {t.behind} | {t.listed_s:.3f} | {t.in_sync_s:.3f} "
+            f"| {t.trial} | {t.path} | {t.down_s:.2f} | {t.behind} | {t.listed_s:.3f} "
+            f"| {t.in_sync_s:.3f} "
             f"| {t.in_sync_s - t.listed_s:.3f} "
             f"| {t.primary_last_seq_at_start} -> {t.primary_last_seq_at_in_sync} "
             f"| {t.load_average[0]:.2f} |"
@@ -398,6 +403,12 @@ def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--trials", type=int, default=TRIALS, help="kills per role")
     parser.add_argument("--catch-up-trials", type=int, default=CATCH_UP_TRIALS)
+    parser.add_argument(
+        "--log-entries-max",
+        type=int,
+        default=None,
+        help="bound the replicas' log in the catch-up part (small: catch-up by snapshot)",
+    )
     parser.add_argument("--duration", type=float, default=BENCH_DURATION_S, help="s per point")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--output", type=Path, default=Path("failover.json"), help="raw JSON")
@@ -423,7 +434,8 @@ def main() -> None:
                 f"\n## catch-up of the catalog backup, {BEHIND_ENTRIES}+ entries behind", flush=True
             )
             catch_ups = [
-                catch_up_trial(root / f"catch-up-{n}", n) for n in range(args.catch_up_trials)
+                catch_up_trial(root / f"catch-up-{n}", n, args.log_entries_max)
+                for n in range(args.catch_up_trials)
             ]
             report["catch_up"] = [dataclasses.asdict(t) for t in catch_ups]
             print(catch_up_table(catch_ups), flush=True)
