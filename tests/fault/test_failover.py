@@ -349,3 +349,49 @@ def test_min_in_sync_2_stops_writes_without_a_backup_and_never_reads(tmp_path: P
         check_reads(ledger, nemesis.events)
         print(f"{kill.what}: writes stopped until the restart")
         print(check_after_load(cluster, ledger))
+
+
+# ---------------------------------------------------------------- 8: backup, then primary
+
+
+def test_backup_then_primary_dead_the_stale_backup_is_never_promoted(tmp_path: Path) -> None:
+    """kill -9 of the catalog backup (dropped: writes go on, on the primary alone), then of
+    the primary. The backup, restarted by hand, lacks what the primary committed alone: it
+    must never be promoted (no acknowledged write lost), so the tier takes no sale until the
+    old primary is back. Restarted by hand too, the primary serves again, the backup catches
+    up from it, and every acknowledged purchase is there. (Reads are not judged here: while
+    no in-sync replica is up, the tier has nothing it may serve them from.)"""
+    ledger = Ledger()
+    with failover_cluster(tmp_path, ledger) as cluster, contextlib.ExitStack() as by_hand:
+        nemesis = Nemesis(cluster)
+        backup = replica_in_role(cluster, "catalog", "backup")
+        primary = replica_in_role(cluster, "catalog", "primary")
+        epoch = cluster.cluster_info()["catalog"]["epoch"]
+        with failover_load(cluster, ledger):
+            wait_for_acks(ledger, ACKS_BEFORE_FAULT, 0.0, "before the kills")
+            first = nemesis.kill(backup)
+            epoch = wait_dropped(cluster, backup, epoch, primary=False)["epoch"]
+            wait_for_acks(ledger, ACKS_AFTER_RESUME, first.at_s, "on the primary alone")
+            second = nemesis.kill(primary)
+            by_hand.enter_context(served_by_hand(cluster, backup))
+            expect(
+                lambda: listed(cluster, backup, ("catching_up",)),
+                REJOIN_DEADLINE_S,
+                f"{backup} back, catching up",
+                lambda: str(cluster.cluster_info()["catalog"]),
+            )
+            hold_load_until(time.monotonic() + LOAD_AFTER_FAULT_S, "the load without a primary")
+            info = cluster.cluster_info()["catalog"]
+            assert info["primary"] == primary, f"{backup} was promoted while stale: {info}"
+            acked = [a for a in ledger.attempts() if a.status == 200]
+            assert all(a.invoke_s < second.at_s for a in acked), "a sale without a primary"
+            back = nemesis.mark(f"{primary} started by hand")
+            by_hand.enter_context(served_by_hand(cluster, primary))
+            wait_for_acks(ledger, ACKS_AFTER_RESUME, back.at_s, "once the primary is back")
+            expect(
+                lambda: listed(cluster, backup, ("in_sync",), epoch_above=epoch),
+                REJOIN_DEADLINE_S,
+                f"{backup} in sync again, caught up from {primary}",
+                lambda: str(cluster.cluster_info()["catalog"]),
+            )
+        print(check_after_load(cluster, ledger))
