@@ -481,6 +481,16 @@ class ReplicaRuntime(Generic[C, R]):
         if not self.core.serving(monotonic_ms()):
             raise Unavailable(f"{self.node.name} is not serving reads")
 
+    def commit_point_for_backups(self) -> CommitPoint:
+        """`GET /internal/commit`: a backup asks whether a write it holds staged committed.
+
+        Raises: Unavailable while promoting: the staged suffix may have been committed (and
+        acknowledged) by the old primary, so our commit point would tell a backup to answer
+        with the value from before it."""
+        if self.core.promoting:
+            raise Unavailable(f"{self.node.name} is promoting its staged entries; retry")
+        return self.commit_point()
+
     def commit_point(self) -> CommitPoint:
         """The locally committed position `(epoch of its entry, seq)`, read from the
         database in one statement: on a primary a reader can only have seen data up to this

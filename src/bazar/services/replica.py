@@ -144,7 +144,7 @@ class ReplicaProcess:
         return json_response(ReplicaHealthData(data=health), 200 if ok else 503)
 
     async def _commit(self, request: Request) -> Response:
-        return json_response(self.runtime.commit_point())
+        return json_response(self.runtime.commit_point_for_backups())
 
     async def _digest(self, request: Request) -> Response:
         """For tests and operators: a hash of every replicated table (idempotency records

@@ -1,0 +1,432 @@
+"""Deterministic simulation of a whole replicated tier: the replica cores
+(`core/replica.py`) and the view manager (`core/view.py`) under a seeded world of lossy,
+partitioned networks, drifting clocks, crashes, pauses and clients
+(research/simulation.md §2).
+
+Why: the failover paths (leases, dropping a silent backup, promotion, catch-up and join)
+are interleavings that real-process tests hit by luck; here one seed draws a whole world
+and replays it exactly, so a failure is a command line:
+
+    python -m bazar.testing.sim --seed N --trace
+
+A run: `draw_config(seed)` draws the world (swarm testing: the number of replicas and
+clients, loss, duplicates, delays, clock drift, which faults and how often, the timing);
+separate `Random`s drive the network, the faults and each client. The safety phase runs
+the workload under faults until `faults_ms`; the liveness phase heals everything, restarts
+every process that is down (every replica, when the seed says so), and must reach within a
+deadline a state where every client operation has completed and every replica is in the
+view with the same committed data. Then the end checks run (`sim_checks.py`). Any
+exception, a core assertion included, fails the run. `--count K` runs K seeds from `--seed`.
+
+Controls (`--control`): deliberate bugs the checks must catch. `promote_catching_up` lets
+the view manager promote a member that is not in sync; `skip_lease_wait` lets it drop a
+replica whose lease is still running (`half_lease_wait`: after half a lease of silence).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from bazar.core.ready import FRONTEND
+from bazar.core.replica import Timing
+from bazar.core.view import Leases, initial_view
+from bazar.testing.history import History
+from bazar.testing.sim_checks import Checks, Trace, Violation, check_end
+from bazar.testing.sim_clients import Client, Phase, Workload
+from bazar.testing.sim_faults import FAULT_KINDS, Nemesis
+from bazar.testing.sim_frontend import FrontendNode
+from bazar.testing.sim_network import Host, Loop, Network, Weather
+from bazar.testing.sim_replica import TIER, ReplicaNode, SimLimits
+from bazar.testing.sim_store import SimStore, StoreError
+from bazar.wire import Member
+
+CONTROLS = ("promote_catching_up", "skip_lease_wait", "half_lease_wait")
+PROBE_MS = 50
+WARMUP_MS = 300
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """Everything a seed decides before the run starts."""
+
+    seed: int
+    control: str | None
+    replicas: int
+    clients: int
+    stocks: tuple[tuple[int, int], ...]
+    loss: float
+    duplicate: float
+    delay_min_ms: int
+    delay_mean_ms: float
+    clocks: tuple[tuple[float, int], ...]  # (rate, offset_ms) per replica, then the front end
+    faults_ms: int
+    fault_interval_ms: int
+    fault_weights: tuple[float, ...]
+    lease_ms: int
+    tick_ms: int
+    jitter_ms_max: int
+    catch_up_entries_max: int
+    log_entries_max: int
+    batch_commands_max: int
+    restart_all: bool
+    workload: Workload
+
+    @property
+    def lease_margin_ms(self) -> int:
+        return self.lease_ms // 10
+
+    def timing(self) -> Timing:
+        return Timing(
+            lease_ms=self.lease_ms,
+            lease_renew_ms=self.lease_ms // 10,
+            retry_ms=50,
+            commit_notice_ms=2,
+            catch_up_entries_max=self.catch_up_entries_max,
+            log_entries_max=self.log_entries_max,
+        )
+
+    def leases(self) -> Leases:
+        if self.control == "promote_catching_up":
+            return Leases(self.lease_ms, self.lease_margin_ms, unsafe_promote_catching_up=True)
+        if self.control == "skip_lease_wait":
+            return Leases(self.lease_ms, lease_margin_ms=-self.lease_ms + 1)
+        if self.control == "half_lease_wait":
+            return Leases(self.lease_ms, lease_margin_ms=-self.lease_ms // 2)
+        return Leases(self.lease_ms, self.lease_margin_ms)
+
+    def limits(self) -> SimLimits:
+        return SimLimits(
+            tick_ms=self.tick_ms,
+            lease_timeout_ms=3 * (self.lease_ms // 10),
+            batch_commands_max=self.batch_commands_max,
+        )
+
+    def summary(self) -> str:
+        kinds = ",".join(
+            f"{kind}={weight:.2f}"
+            for kind, weight in zip(FAULT_KINDS, self.fault_weights, strict=True)
+            if weight
+        )
+        return (
+            f"replicas={self.replicas} clients={self.clients} books={len(self.stocks)} "
+            f"loss={self.loss:.3f} dup={self.duplicate:.3f} delay={self.delay_min_ms}+"
+            f"{self.delay_mean_ms:.0f}ms lease={self.lease_ms} tick={self.tick_ms}"
+            f"+{self.jitter_ms_max} "
+            f"log={self.log_entries_max} catch_up={self.catch_up_entries_max} "
+            f"faults_ms={self.faults_ms} every={self.fault_interval_ms} [{kinds or 'none'}] "
+            f"restart_all={self.restart_all}"
+        )
+
+
+def draw_config(seed: int, control: str | None = None) -> SimConfig:
+    """The swarm: one root `Random(seed)` draws every option, in a fixed order."""
+    assert control is None or control in CONTROLS
+    rng = random.Random(seed)
+    replicas = rng.choice((1, 2, 2, 3, 3, 3, 5))
+    clients = rng.randint(1, 8)
+    stocks = tuple((book, rng.randint(2, 12)) for book in range(1, rng.randint(1, 3) + 1))
+    loss = rng.uniform(0, 0.2) if rng.random() < 0.7 else 0.0
+    duplicate = rng.uniform(0, 0.1) if rng.random() < 0.5 else 0.0
+    delay_min_ms = rng.randint(0, 5)
+    delay_mean_ms = rng.uniform(1, 40)
+    drift = rng.uniform(0, 0.004)
+    clocks = tuple(
+        (1 + rng.uniform(-drift, drift), rng.randint(0, 100_000)) for _ in range(replicas + 1)
+    )
+    weights = tuple(rng.random() if rng.random() < 0.7 else 0.0 for _ in FAULT_KINDS)
+    workload = Workload(
+        books=tuple(book for book, _ in stocks),
+        ops_max=rng.randint(10, 40),
+        live_ops=rng.randint(1, 3),
+        think_ms_max=rng.randint(20, 300),
+        attempts_max=rng.randint(2, 6),
+        backoff_ms=rng.randint(10, 200),
+        read_share=rng.uniform(0.2, 0.5),
+        restock_share=rng.uniform(0, 0.2),
+    )
+    return SimConfig(
+        seed=seed,
+        control=control,
+        replicas=replicas,
+        clients=clients,
+        stocks=stocks,
+        loss=loss,
+        duplicate=duplicate,
+        delay_min_ms=delay_min_ms,
+        delay_mean_ms=delay_mean_ms,
+        clocks=clocks,
+        faults_ms=rng.randint(3000, 9000),
+        fault_interval_ms=rng.randint(100, 700),
+        fault_weights=weights,
+        lease_ms=rng.choice((500, 1000)),
+        tick_ms=rng.choice((10, 20)),
+        jitter_ms_max=rng.choice((0, 2, 5)),
+        catch_up_entries_max=rng.choice((1, 3, 64)),
+        log_entries_max=rng.choice((2, 5, 10_000)),
+        batch_commands_max=rng.choice((1, 4, 16)),
+        restart_all=rng.random() < 0.3,
+        workload=workload,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    config: SimConfig
+    ok: bool
+    message: str
+    steps: int
+    sim_ms: int
+    trace_hash: str
+    tail: tuple[str, ...]
+    operations: int
+    transitions: tuple[tuple[str, int], ...]
+
+    def replay(self) -> str:
+        control = f" --control {self.config.control}" if self.config.control else ""
+        seed = self.config.seed
+        return f"BAZAR_SEED={seed} python -m bazar.testing.sim --seed {seed} --trace{control}"
+
+
+class World:
+    """One seeded run: the processes, the network, the nemesis and the clients."""
+
+    def __init__(self, config: SimConfig, echo: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        root = random.Random(config.seed ^ 0x5EED)
+        self.loop = Loop(random.Random(root.getrandbits(64)), config.jitter_ms_max)
+        self.trace = Trace(self.loop, echo)
+        names = [f"r{index}" for index in range(1, config.replicas + 1)]
+        for name, (rate, offset) in zip([*names, FRONTEND], config.clocks, strict=True):
+            self.loop.hosts[name] = Host(name, rate=rate, offset_ms=offset)
+        clients = [f"client{index}" for index in range(config.clients)]
+        for name in clients:
+            self.loop.hosts[name] = Host(name)
+        weather = Weather(config.loss, config.duplicate, config.delay_min_ms, config.delay_mean_ms)
+        self.network = Network(self.loop, random.Random(root.getrandbits(64)), weather, clients)
+        self.checks = Checks()
+        self.history = History(clock=lambda: float(self.loop.now_ms))
+        self.initial = dict(config.stocks)
+        self.limits = config.limits()
+        self.replicas = {name: self._replica(name) for name in names}
+        self.checks.replicas = self.replicas
+        members = tuple(Member(name=name, url=f"sim://{name}") for name in names)
+        self.frontend = FrontendNode(
+            loop=self.loop,
+            network=self.network,
+            trace=partial(self.trace.line, FRONTEND),
+            on_install=self.checks.view_installed,
+            limits=self.limits,
+            leases=config.leases(),
+            views={TIER: initial_view(TIER, members)},
+        )
+        self.phase = Phase(faults_end_ms=WARMUP_MS + config.faults_ms)
+        self.nemesis = Nemesis(
+            loop=self.loop,
+            network=self.network,
+            rng=random.Random(root.getrandbits(64)),
+            replicas=self.replicas,
+            frontend=self.frontend,
+            trace=partial(self.trace.line, "nemesis"),
+            weights=config.fault_weights,
+            interval_ms=config.fault_interval_ms,
+            faults_end_ms=self.phase.faults_end_ms,
+            lease_ms=config.lease_ms,
+        )
+        self.clients = [
+            self._client(index, root.getrandbits(64)) for index in range(config.clients)
+        ]
+        self.restart_rng = random.Random(root.getrandbits(64))
+        self.converged = False
+
+    def _replica(self, name: str) -> ReplicaNode:
+        return ReplicaNode(
+            name,
+            loop=self.loop,
+            network=self.network,
+            observer=self.checks,
+            trace=partial(self.trace.line, name),
+            timing=self.config.timing(),
+            limits=self.limits,
+            store=SimStore(initial=self.initial),
+        )
+
+    def _client(self, index: int, seed: int) -> Client:
+        return Client(
+            index,
+            loop=self.loop,
+            network=self.network,
+            history=self.history,
+            checks=self.checks,
+            rng=random.Random(seed),
+            phase=self.phase,
+            workload=self.config.workload,
+            limits=self.limits,
+            trace=partial(self.trace.line, f"client{index}"),
+        )
+
+    # ---------------------------------------------------------------- the run
+
+    def run(self) -> Report:
+        try:
+            self._run_phases()
+            check_end(
+                self.checks,
+                self.history,
+                self.initial,
+                {name: node.store for name, node in self.replicas.items()},
+                float(self.loop.now_ms),
+            )
+        except (Violation, StoreError) as error:
+            return self._report(False, f"{type(error).__name__}: {error}")
+        except Exception:  # any other exception (a core assertion) is a failure too
+            return self._report(False, traceback.format_exc())
+        return self._report(True, "ok")
+
+    def _run_phases(self) -> None:
+        for node in self.replicas.values():
+            node.boot()
+        self.frontend.boot()
+        for client in self.clients:
+            client.start()
+        self.nemesis.start(WARMUP_MS)
+        self.loop.run(self.phase.faults_end_ms)
+        self._start_liveness()
+        self.loop.after(PROBE_MS, None, None, self._probe)
+        deadline_ms = self.loop.now_ms + self._liveness_ms()
+        if not self.loop.run(deadline_ms, lambda: self.converged):
+            raise Violation(
+                f"liveness: not converged {self._liveness_ms()} ms after the faults\n"
+                + self._state()
+            )
+
+    def _liveness_ms(self) -> int:
+        limits = self.limits
+        return 5 * (self.config.lease_ms * 2) + 2 * limits.client_timeout_ms + 5_000
+
+    def _start_liveness(self) -> None:
+        """Heal everything, restart every process, calm the network."""
+        self.phase.liveness = True
+        self.network.weather = Weather(0.0, 0.0, 1, 2.0)
+        self.trace.line("nemesis", "fault=liveness")
+        self.nemesis.heal_all()
+        if not self.config.restart_all:
+            return
+        for name, node in sorted(self.replicas.items()):
+            node.crash()
+            self.trace.line("nemesis", f"fault=crash node={name}")
+            delay = self.restart_rng.randint(1, 200)
+            self.loop.after(delay, None, None, partial(self._restart, node))
+
+    def _restart(self, node: ReplicaNode) -> None:
+        if not node.host.up:
+            node.restart()
+            self.trace.line("nemesis", f"fault=restart node={node.name}")
+
+    def _probe(self) -> None:
+        self.converged = self._is_converged()
+        if not self.converged:
+            self.loop.after(PROBE_MS, None, None, self._probe)
+
+    def _is_converged(self) -> bool:
+        """Every operation ended, and every replica is in the view with the same committed
+        data (an uncommitted staged suffix may stay until the next write overwrites it)."""
+        if not all(client.finished for client in self.clients):
+            return False
+        view = self.frontend.view()
+        if view is None or sorted((view.primary, *view.backups)) != sorted(self.replicas):
+            return False
+        digests = set()
+        for name, node in self.replicas.items():
+            core = node.core
+            expected = "primary" if name == view.primary else "backup"
+            if core is None or node.host.paused or core.epoch != view.epoch:
+                return False
+            if core.role != expected or node.batch or node.store.open:
+                return False
+            digests.add(repr(node.store.digest()))
+        return len(digests) == 1
+
+    def _state(self) -> str:
+        """Where every process stands (for a liveness failure)."""
+        lines = [f"frontend up={self.frontend.host.up} view={self.frontend.view()}"]
+        for name, node in sorted(self.replicas.items()):
+            core, store = node.core, node.store
+            inflight = None if core is None or core.inflight is None else core.inflight.kind
+            lines.append(
+                f"{name} up={node.host.up} paused={node.host.paused} "
+                f"status={None if core is None else core.status()} inflight={inflight} "
+                f"lease_until={None if core is None else core.lease_until_ms} now={node.now()} "
+                f"peers={None if core is None else core.peers} queue={len(node.queue)} "
+                f"store=(epoch {store.epoch}, commit {store.commit_seq}, open {store.open})"
+            )
+        waiting = [client.name for client in self.clients if not client.finished]
+        lines.append(f"clients not finished: {waiting}")
+        return "\n".join(lines)
+
+    def _report(self, ok: bool, message: str) -> Report:
+        return Report(
+            config=self.config,
+            ok=ok,
+            message=message,
+            steps=self.loop.steps,
+            sim_ms=self.loop.now_ms,
+            trace_hash=self.trace.hexdigest(),
+            tail=tuple(self.trace.tail),
+            operations=len(self.history),
+            transitions=tuple(sorted(self.trace.kinds.items())),
+        )
+
+
+def run_seed(
+    seed: int, control: str | None = None, echo: Callable[[str], None] | None = None
+) -> Report:
+    """Run one seed (the tests' entry point)."""
+    return World(draw_config(seed, control), echo).run()
+
+
+def failure_text(report: Report, tail_lines: int = 80) -> str:
+    lines = [
+        f"FAILED seed={report.config.seed} control={report.config.control}: {report.message}",
+        f"config: {report.config.summary()}",
+        f"steps={report.steps} sim_ms={report.sim_ms} operations={report.operations}",
+        "last transitions:",
+        *report.tail[-tail_lines:],
+        f"replay: {report.replay()}",
+        f"python {sys.version.split()[0]}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if not __debug__:
+        raise SystemExit("the simulator relies on assertions: run it without -O")
+    parser = argparse.ArgumentParser(prog="python -m bazar.testing.sim", description=__doc__)
+    parser.add_argument("--seed", type=int, default=0, help="the first seed")
+    parser.add_argument("--count", type=int, default=1, help="how many seeds from --seed")
+    parser.add_argument("--trace", action="store_true", help="print every transition")
+    parser.add_argument("--control", choices=CONTROLS, help="run with a deliberate bug")
+    args = parser.parse_args(argv)
+    failed = 0
+    for seed in range(args.seed, args.seed + args.count):
+        report = run_seed(seed, args.control, print if args.trace else None)
+        if report.ok:
+            print(
+                f"seed={seed} ok steps={report.steps} sim_ms={report.sim_ms} "
+                f"ops={report.operations} hash={report.trace_hash[:16]}"
+            )
+            if args.trace:
+                print(" ".join(f"{kind}={count}" for kind, count in report.transitions))
+        else:
+            failed += 1
+            print(failure_text(report, 0 if args.trace else 80))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

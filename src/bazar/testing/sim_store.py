@@ -1,0 +1,323 @@
+"""A replica's durable store in the simulator, and the small bookstore it replicates.
+
+Why: the simulator must lose exactly what a real replica loses in a crash. So this store
+keeps the durability rules of `runtime.py` + `storage.py`, not a simplification of them:
+- the primary's batch runs in an open transaction (`begin_batch`) that only `CommitBatch`
+  makes durable; until then readers, `read_log` and a crash see nothing of it;
+- `SaveEpoch` runs on the writer connection, so while a batch is open it joins that
+  transaction and shares its fate (COMMIT or ROLLBACK), as `save_epoch` does in SQLite;
+- `Stage` is one transaction (`stage_entries`): truncate, stage, apply, epoch, commit_seq;
+  it cannot start inside an open batch (SQLite refuses a nested BEGIN).
+
+The state machine: `books` {id, stock, version}, `purchases` and `restocks` keyed by
+idempotency key, each storing the first result, so a retried key returns it and never
+sells twice. Every write is a row image (`wire.Upsert`), as in the real services, so
+`Replica.dirty` and staged entries behave as they do there.
+
+Checked on every apply (a `StoreError` is a violation): a key is never written twice,
+stock stays >= 0, and per book `stock == initial - sold + restocked`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bazar.core.ready import Stage
+from bazar.wire import Change, Entry, Row, Scalar, Upsert, Version
+
+KEYS: dict[str, str] = {"books": "id", "purchases": "key", "restocks": "key"}
+READ_LOG_LIMIT = 10_000
+
+Tables = dict[str, dict[int | str, Row]]
+
+
+class StoreError(Exception):
+    """A write the real store would refuse, or a broken invariant of the data."""
+
+
+@dataclass(frozen=True, slots=True)
+class Buy:
+    key: str
+    book_id: int
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class Restock:
+    key: str
+    book_id: int
+    delta: int
+
+
+Command = Buy | Restock
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A command's result: a restock also returns the stock it left."""
+
+    status: Literal["ok", "out_of_stock"]
+    stock: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotData:
+    """A replica's committed database, as the SQLite backup API copies it."""
+
+    epoch: int
+    commit_seq: int
+    log: dict[int, Entry]
+    tables: Tables
+
+
+@dataclass(slots=True)
+class OpenBatch:
+    """The primary's open write transaction: the entry it logged, and an epoch that a
+    `SaveEpoch` wrote inside it."""
+
+    entry: Entry
+    epoch: int
+
+
+def book_row(book_id: int, stock: int, version: Version) -> Row:
+    return {"id": book_id, "stock": stock, "epoch": version[0], "seq": version[1]}
+
+
+def as_int(value: Scalar) -> int:
+    assert isinstance(value, int)
+    return value
+
+
+@dataclass(slots=True)
+class SimStore:
+    """Durable state of one replica (everything but `open`, which a crash drops)."""
+
+    initial: Mapping[int, int]
+    epoch: int = 0
+    commit_seq: int = 0
+    log: dict[int, Entry] = field(default_factory=dict)
+    tables: Tables = field(default_factory=dict)
+    sold: Counter[int] = field(default_factory=Counter)
+    restocked: Counter[int] = field(default_factory=Counter)
+    open: OpenBatch | None = None
+
+    def __post_init__(self) -> None:
+        if not self.tables:
+            books: dict[int | str, Row] = {
+                book_id: book_row(book_id, stock, (0, 0))
+                for book_id, stock in sorted(self.initial.items())
+            }
+            self.tables = {"books": books, "purchases": {}, "restocks": {}}
+
+    # ---------------------------------------------------------------- reads (committed)
+
+    def read_log(
+        self, first_seq: int, last_seq: int | None, limit: int = READ_LOG_LIMIT
+    ) -> list[Entry]:
+        """Committed entries from `first_seq` that the log still holds (the core's `Log`)."""
+        upper = self.commit_seq if last_seq is None else min(last_seq, self.commit_seq)
+        found = [self.log[seq] for seq in range(first_seq, upper + 1) if seq in self.log]
+        return found[:limit]
+
+    def first_log_seq(self) -> int:
+        """The oldest entry not pruned (the next seq when the log is empty)."""
+        return min(self.log, default=self.commit_seq + 1)
+
+    @property
+    def staged(self) -> list[Entry]:
+        return [self.log[seq] for seq in sorted(self.log) if seq > self.commit_seq]
+
+    @property
+    def commit_epoch(self) -> int:
+        entry = self.log.get(self.commit_seq)
+        return entry.epoch if entry is not None else 0
+
+    def stock(self, book_id: int) -> int:
+        return as_int(self.tables["books"][book_id]["stock"])
+
+    def digest(self) -> tuple[int, tuple[tuple[str, tuple[tuple[int | str, Row], ...]], ...]]:
+        """Everything replicated, comparable between replicas."""
+        tables = tuple(
+            (name, tuple(sorted(rows.items(), key=lambda item: str(item[0]))))
+            for name, rows in sorted(self.tables.items())
+        )
+        return self.commit_seq, tables
+
+    # ---------------------------------------------------------------- the primary's batch
+
+    def begin_batch(
+        self, commands: Sequence[Command], version: Version
+    ) -> tuple[Entry | None, list[Outcome]]:
+        """Execute `commands` in an open transaction; None (and no transaction) when they
+        change nothing (replays)."""
+        if self.open is not None:
+            raise StoreError("a batch began inside an open batch")
+        overlay: dict[tuple[str, int | str], Row] = {}
+        changes: list[Change] = []
+        results = [self._execute(command, version, overlay, changes) for command in commands]
+        if not changes:
+            return None, results
+        entry = Entry(epoch=version[0], seq=version[1], changes=changes)
+        self.open = OpenBatch(entry=entry, epoch=version[0])
+        return entry, results
+
+    def _execute(
+        self,
+        command: Command,
+        version: Version,
+        overlay: dict[tuple[str, int | str], Row],
+        changes: list[Change],
+    ) -> Outcome:
+        table = "purchases" if isinstance(command, Buy) else "restocks"
+        earlier = overlay.get((table, command.key), self.tables[table].get(command.key))
+        if earlier is not None:
+            stock = earlier["stock"]
+            assert earlier["status"] in ("ok", "out_of_stock")
+            status: Literal["ok", "out_of_stock"] = (
+                "ok" if earlier["status"] == "ok" else ("out_of_stock")
+            )
+            return Outcome(status=status, stock=stock if isinstance(stock, int) else None)
+        book = overlay.get(("books", command.book_id), self.tables["books"][command.book_id])
+        stock = as_int(book["stock"])
+        delta = -command.quantity if isinstance(command, Buy) else command.delta
+        outcome = Outcome(status="ok" if stock + delta >= 0 else "out_of_stock")
+        if outcome.status == "ok":
+            row = book_row(command.book_id, stock + delta, version)
+            overlay[("books", command.book_id)] = row
+            changes.append(Upsert(table="books", row=row))
+        record: Row = {"key": command.key, "book_id": command.book_id, "status": outcome.status}
+        if isinstance(command, Buy):
+            record["quantity"] = command.quantity
+            record["stock"] = None
+        else:
+            after = stock + delta if outcome.status == "ok" else None
+            record["delta"] = command.delta
+            record["stock"] = after
+            outcome = Outcome(status=outcome.status, stock=after)
+        overlay[(table, command.key)] = record
+        changes.append(Upsert(table=table, row=record))
+        return outcome
+
+    # ---------------------------------------------------------------- persist effects
+
+    def save_epoch(self, epoch: int) -> None:
+        if self.open is not None:
+            self.open.epoch = max(self.open.epoch, epoch)  # inside the open transaction
+        else:
+            self.epoch = max(self.epoch, epoch)
+
+    def commit_batch(self, entry: Entry) -> None:
+        batch = self.open
+        if batch is None or batch.entry != entry:
+            raise StoreError(f"CommitBatch of seq {entry.seq} without its open batch")
+        if entry.seq != self.commit_seq + 1 or entry.seq in self.log:
+            raise StoreError(f"batch seq {entry.seq} after commit_seq {self.commit_seq}")
+        self.open = None
+        self.log[entry.seq] = entry
+        self._apply(entry)
+        self.commit_seq = entry.seq
+        self.epoch = max(self.epoch, batch.epoch)
+
+    def abort_batch(self) -> None:
+        if self.open is None:
+            raise StoreError("ROLLBACK without an open batch")
+        self.open = None
+
+    def stage(self, plan: Stage) -> None:
+        if self.open is not None:
+            raise StoreError("Stage inside an open batch (a nested BEGIN)")
+        if plan.truncate_from is not None:
+            if plan.truncate_from <= self.commit_seq:
+                raise StoreError(
+                    f"truncating from {plan.truncate_from}, at or below commit_seq "
+                    f"{self.commit_seq}"
+                )
+            for seq in [seq for seq in self.log if seq >= plan.truncate_from]:
+                del self.log[seq]
+        for entry in plan.stage:
+            if entry.seq in self.log:
+                raise StoreError(f"staging seq {entry.seq} over an existing entry")
+            self.log[entry.seq] = entry
+        for entry in plan.apply:
+            if self.log.get(entry.seq) != entry:
+                raise StoreError(f"applying seq {entry.seq}, which is not the logged entry")
+            self._apply(entry)
+        self.epoch = plan.epoch  # storage.stage_entries sets it (no max)
+        self.commit_seq = plan.commit_seq
+
+    def prune(self, below_seq: int) -> None:
+        """`storage.prune_log`: forget committed entries below `below_seq`."""
+        if self.open is not None:
+            raise StoreError("PruneLog inside an open batch (its rollback would undo it)")
+        if below_seq > self.commit_seq + 1:
+            raise StoreError(f"pruning below {below_seq}: staged entries above {self.commit_seq}")
+        for seq in [seq for seq in self.log if seq < below_seq]:
+            del self.log[seq]
+
+    def snapshot(self) -> SnapshotData:
+        """`Store.snapshot`: a copy of what a reader sees (the open batch is invisible)."""
+        return SnapshotData(
+            epoch=self.epoch,
+            commit_seq=self.commit_seq,
+            log=dict(self.log),
+            tables={name: dict(rows) for name, rows in self.tables.items()},
+        )
+
+    def install(self, data: SnapshotData, epoch: int) -> None:
+        """`storage.install_snapshot`: the whole database replaced, the highest epoch kept."""
+        if self.open is not None:
+            raise StoreError("InstallSnapshot inside an open batch")
+        self.epoch = max(data.epoch, epoch)
+        self.commit_seq = data.commit_seq
+        self.log = dict(data.log)
+        self.tables = {name: dict(rows) for name, rows in data.tables.items()}
+        self.sold.clear()
+        self.restocked.clear()
+        for table in ("purchases", "restocks"):
+            for row in self.tables[table].values():
+                self._count(table, row)
+        for book_id in sorted(self.initial):
+            self.check_book(book_id)
+
+    # ---------------------------------------------------------------- rows
+
+    def _apply(self, entry: Entry) -> None:
+        touched: set[int] = set()
+        for change in entry.changes:
+            if not isinstance(change, Upsert):
+                raise StoreError(f"unexpected change {change!r}")
+            key = change.row[KEYS[change.table]]
+            assert key is not None
+            rows = self.tables[change.table]
+            if change.table != "books":
+                if key in rows:
+                    raise StoreError(f"idempotency key {key} applied twice (seq {entry.seq})")
+                self._count(change.table, change.row)
+            else:
+                touched.add(as_int(key))
+            rows[key] = dict(change.row)
+        for book_id in sorted(touched):
+            self.check_book(book_id)
+
+    def _count(self, table: str, row: Row) -> None:
+        if row["status"] != "ok":
+            return
+        book_id = as_int(row["book_id"])
+        if table == "purchases":
+            self.sold[book_id] += as_int(row["quantity"])
+        else:
+            self.restocked[book_id] += as_int(row["delta"])
+
+    def check_book(self, book_id: int) -> None:
+        stock = self.stock(book_id)
+        if stock < 0:
+            raise StoreError(f"book {book_id} stock {stock} < 0")
+        expected = self.initial[book_id] - self.sold[book_id] + self.restocked[book_id]
+        if stock != expected:
+            raise StoreError(
+                f"book {book_id}: stock {stock} != initial {self.initial[book_id]} - sold "
+                f"{self.sold[book_id]} + restocked {self.restocked[book_id]}"
+            )

@@ -1,0 +1,38 @@
+"""Controls: deliberate bugs that the simulator must catch within the seeds it runs
+(research/simulation.md §2, "Proving it can fail"), so that its passing seeds mean something.
+
+- `promote_catching_up` (`Leases(unsafe_promote_catching_up=True)`): the view manager may
+  promote a member that is catching up, without every committed entry. Caught as a committed
+  seq that disagrees with the canonical log (an acknowledged write lost).
+- `skip_lease_wait` (`lease_margin_ms = -lease_ms + 1`) and `half_lease_wait`
+  (`-lease_ms // 2`): the view manager drops a replica whose lease still runs. Caught as a
+  lease overlap: a view leaves out a replica that still serves.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bazar.testing.sim import CONTROLS, failure_text, run_seed
+
+CONTROL_SEEDS = range(200)
+CAUGHT_AS = {
+    "promote_catching_up": "but seq",  # "... committed (e, s) but seq s was committed as ..."
+    "skip_lease_wait": "lease overlap",
+    "half_lease_wait": "lease overlap",
+}
+
+
+@pytest.mark.parametrize("control", CONTROLS)
+def test_simulator_catches_the_control(control: str) -> None:
+    messages = {}
+    for seed in CONTROL_SEEDS:
+        report = run_seed(seed, control)
+        if not report.ok:
+            messages[seed] = report.message
+    assert messages, f"the {control} control passed every seed in {CONTROL_SEEDS}"
+    expected = [seed for seed, message in messages.items() if CAUGHT_AS[control] in message]
+    assert expected, f"{control} caught only by other checks: {messages}"
+    first = run_seed(min(messages), control)
+    replay = f"--seed {min(messages)} --trace --control {control}"
+    assert replay in failure_text(first)
