@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from bazar.machines import catalog
-from bazar.storage import Store
+from bazar.catalog import machine as catalog
+from bazar.replication.storage import Store
 
 READS = 20_000
 

@@ -176,15 +176,15 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"{args.name} is a {node.tier} process, not {args.tier}", file=sys.stderr)
         return 2
     if args.tier == "frontend":
-        from bazar.services.frontend import Frontend
+        from bazar.frontend.service import Frontend
 
         app = Frontend(cluster, secrets, Path(args.config)).app()
     elif args.tier == "catalog":
-        from bazar.services.catalog import CatalogService
+        from bazar.catalog.service import CatalogService
 
         app = CatalogService(cluster, node, secrets).app()
     else:
-        from bazar.services.order import OrderService
+        from bazar.order.service import OrderService
 
         app = OrderService(cluster, node, secrets).app()
     config = uvicorn.Config(

@@ -15,7 +15,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bazar.core.cache import Cache
+from bazar.frontend.cache import Cache
 
 ROUTES = frozenset(
     {

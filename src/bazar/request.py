@@ -12,8 +12,8 @@ from urllib.parse import parse_qsl
 import msgspec
 from msgspec import UNSET
 
+from bazar.catalog.machine import cost_to_cents
 from bazar.errors import InvalidRequest, UnsupportedMediaType
-from bazar.machines.catalog import cost_to_cents
 from bazar.wire import BookPatch, PurchaseBody, UpdateBook
 
 _purchase_decoder = msgspec.json.Decoder(PurchaseBody)

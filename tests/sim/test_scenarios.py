@@ -1,14 +1,14 @@
 """Hand-driven scenarios over the replica core and the simulator's store, for interleavings
-too rare to trust to random seeds. Each drives `core/replica.py` exactly as `runtime.py`
+too rare to trust to random seeds. Each drives `replication/replica.py` exactly as `runtime.py`
 does (persist the Ready into `SimStore`, which keeps SQLite's transaction rules, then
 `advance`), and delivers the messages it chooses, in the order it chooses.
 """
 
 from __future__ import annotations
 
-from bazar.core.ready import AbortBatch, CommitBatch, PruneLog, Ready, SaveEpoch, Stage
-from bazar.core.replica import Replica, Timing
-from bazar.core.view import initial_view, next_view
+from bazar.frontend.views import initial_view, next_view
+from bazar.replication.ready import AbortBatch, CommitBatch, PruneLog, Ready, SaveEpoch, Stage
+from bazar.replication.replica import Replica, Timing
 from bazar.testing.sim_store import Buy, SimStore
 from bazar.wire import Append, Member, View
 

@@ -3,7 +3,7 @@ world (replicas, clients, loss, delays, clocks, faults, timing) and must keep ev
 (`bazar/testing/sim_checks.py`) and reach the liveness goal. A failure prints the seed, its
 last transitions and the command that replays it.
 
-`REGRESSIONS` are seeds that fail with one of the fixes to `core/replica.py` undone (on this
+`REGRESSIONS` are seeds that fail with one of the fixes to `replication/replica.py` undone (on this
 simulator and this core: a change to either moves them; `test_scenarios.py` pins two of the
 fixes without seeds).
 """

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bazar.machines import catalog, order
-from bazar.storage import Store, begin_batch, commit_batch, stage_entries
+from bazar.catalog import machine as catalog
+from bazar.order import machine as order
+from bazar.replication.storage import Store, begin_batch, commit_batch, stage_entries
 from bazar.wire import (
     BeginPurchase,
     Book,

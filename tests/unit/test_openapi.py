@@ -15,8 +15,9 @@ import msgspec
 import orjson
 import pytest
 
-from bazar import openapi, pages, wire
+from bazar import wire
 from bazar.config import LIMITS
+from bazar.frontend import openapi, pages
 
 Json = dict[str, object]
 

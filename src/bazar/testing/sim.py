@@ -1,5 +1,5 @@
 """Deterministic simulation of a whole replicated tier: the replica cores
-(`core/replica.py`) and the view manager (`core/view.py`) under a seeded world of lossy,
+(`replication/replica.py`) and the view manager (`frontend/views.py`) under a seeded world of lossy,
 partitioned networks, drifting clocks, crashes, pauses and clients
 (research/simulation.md §2).
 
@@ -33,9 +33,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from bazar.core.ready import FRONTEND
-from bazar.core.replica import Timing
-from bazar.core.view import Leases, initial_view
+from bazar.frontend.views import Leases, initial_view
+from bazar.replication.ready import FRONTEND
+from bazar.replication.replica import Timing
 from bazar.testing.history import History
 from bazar.testing.sim_checks import Checks, Trace, Violation, check_end
 from bazar.testing.sim_clients import Client, Phase, Workload

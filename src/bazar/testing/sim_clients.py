@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bazar.core.ready import FRONTEND
+from bazar.replication.ready import FRONTEND
 from bazar.testing.history import History, Kind
 from bazar.testing.sim_checks import Checks, SeenRead
 from bazar.testing.sim_frontend import ClientRead, ClientWrite

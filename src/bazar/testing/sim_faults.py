@@ -16,7 +16,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from bazar.core.ready import FRONTEND
+from bazar.replication.ready import FRONTEND
 from bazar.testing.sim_frontend import FrontendNode
 from bazar.testing.sim_network import Loop, Network
 from bazar.testing.sim_replica import TIER, ReplicaNode

@@ -1,5 +1,5 @@
 """The simulated front end: the view manager (`core.view.ViewManager`) applied as
-`services/frontend.py` applies it, and the routing of the clients' reads and writes.
+`frontend/service.py` applies it, and the routing of the clients' reads and writes.
 
 Why it mirrors `frontend.py` line by line: the view manager's safety rests on its adapter
 (persist a new view, compare-and-set on the epoch, before installing and announcing it), and
@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bazar.core.balancer import RoundRobin
-from bazar.core.ready import FRONTEND
-from bazar.core.view import Leases, ViewManager
+from bazar.frontend.balancer import RoundRobin
+from bazar.frontend.views import Leases, ViewManager
+from bazar.replication.ready import FRONTEND
 from bazar.testing.sim_network import Call, Failure, Host, Loop, Network
 from bazar.testing.sim_replica import TIER, ReadReply, ReadRequest, SimLimits, WriteRequest
 from bazar.testing.sim_store import Buy, Command, Outcome

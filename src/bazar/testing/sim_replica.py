@@ -1,11 +1,11 @@
-"""One simulated replica process: `core.replica.Replica` driven exactly as `runtime.py`
+"""One simulated replica process: `replication.replica.Replica` driven exactly as `runtime.py`
 drives it, over a `SimStore` and the simulated network.
 
 Why a copy of the runtime's order rather than a cleaner loop: the simulator tests the cores
 under the rules the real process applies them with, so each step is `event(now)`, then
 `persist` in order, then `core.advance`, then the sends; after every step a queued write
 fails when the process is not the primary, and the batch loop starts the next batch when
-`can_propose` allows (`_after_step`, `_run_batch`). Reads follow `services/catalog.py`: only
+`can_propose` allows (`_after_step`, `_run_batch`). Reads follow `catalog/service.py`: only
 while `serving`, and on a backup a row that a staged entry writes is checked with the
 primary's commit point (CRAQ), failing the read when the primary cannot be asked.
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Literal, Protocol
 
-from bazar.core.ready import (
+from bazar.replication.ready import (
     FRONTEND,
     AbortBatch,
     CommitBatch,
@@ -33,7 +33,7 @@ from bazar.core.ready import (
     SnapshotWanted,
     Stage,
 )
-from bazar.core.replica import Replica, Timing
+from bazar.replication.replica import Replica, Timing
 from bazar.testing.sim_network import Call, Failure, Host, Loop, Network
 from bazar.testing.sim_store import KEYS, Command, Outcome, SimStore, SnapshotData, as_int
 from bazar.wire import (

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bazar.core.ready import Stage
+from bazar.replication.ready import Stage
 from bazar.wire import Change, Entry, Row, Scalar, Upsert, Version
 
 KEYS: dict[str, str] = {"books": "id", "purchases": "key", "restocks": "key"}

@@ -2,7 +2,7 @@
 one, and move the primary role (switchover), each losing no acknowledged write and failing
 no read or write.
 
-The decisions are the view manager's (`core/view.py`); this adapter sequences them:
+The decisions are the view manager's (`frontend/views.py`); this adapter sequences them:
 - add: the new member is written to the cluster file (`bazar up` starts the processes it
   lists; a replica started elsewhere is registered by URL, unmanaged) and to a new view, as
   catching up; the primary catches it up and joins it (replica rule 8).
@@ -20,8 +20,9 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -30,8 +31,10 @@ from starlette.responses import Response
 from bazar.config import (
     REPLICATED_TIERS,
     Cluster,
+    Limits,
     Node,
     ReplicatedTier,
+    Secrets,
     free_port,
     load_cluster,
     with_replica,
@@ -39,13 +42,38 @@ from bazar.config import (
     write_cluster,
 )
 from bazar.errors import InvalidRequest, LastReplica, NotFound, NotInSync, Unavailable
+from bazar.frontend.views import ViewManager
 from bazar.http_app import json_response, require_token
-from bazar.runtime import monotonic_ms
-from bazar.services.replica import decode_body
-from bazar.wire import Member, ReplicaAdd, ReplicaData, Switchover, TierData
+from bazar.replication.process import decode_body
+from bazar.replication.runtime import monotonic_ms
+from bazar.wire import (
+    Member,
+    ReplicaAdd,
+    ReplicaData,
+    ReplicaInfo,
+    Switchover,
+    TierData,
+    TierInfo,
+    View,
+)
 
-if TYPE_CHECKING:
-    from bazar.services.frontend import Frontend
+
+class Frontend(Protocol):
+    """What membership changes need of the front end (`service.Frontend`)."""
+
+    cluster: Cluster
+    secrets: Secrets
+    limits: Limits
+    views: ViewManager
+
+    async def install(self, view: View) -> None: ...
+
+    def holding_writes(self, tiers: tuple[str, ...]) -> AbstractAsyncContextManager[None]: ...
+
+    def replica_info(self, tier: str, name: str) -> ReplicaInfo: ...
+
+    def tier_info(self, tier: str) -> TierInfo: ...
+
 
 log = logging.getLogger("bazar.membership")
 

@@ -17,13 +17,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from bazar.catalog import machine
+from bazar.catalog.machine import COST_CENTS_MAX
 from bazar.config import Cluster, Limits, Node, Secrets
 from bazar.errors import InvalidRequest, NotFound
 from bazar.http_app import json_response
-from bazar.machines import catalog as machine
-from bazar.machines.catalog import COST_CENTS_MAX
+from bazar.replication.process import ReplicaProcess, decode_body
 from bazar.request import idempotency_key, positive_id
-from bazar.services.replica import ReplicaProcess, decode_body
 from bazar.wire import (
     Entry,
     Invalidate,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 
-from bazar.storage import row_dict, write_row
+from bazar.replication.storage import row_dict, write_row
 from bazar.wire import (
     BeginPurchase,
     BeginResult,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import msgspec
 
-from bazar.storage import row_dict, write_row
+from bazar.replication.storage import row_dict, write_row
 from bazar.wire import (
     Book,
     CatalogCommand,

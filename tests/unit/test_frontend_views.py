@@ -1,4 +1,4 @@
-"""The pure view manager (`core/view.py`), one group of tests per numbered rule, and the
+"""The pure view manager (`frontend/views.py`), one group of tests per numbered rule, and the
 balancer that picks among the replicas it reports in sync."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from bazar.core.balancer import RoundRobin
-from bazar.core.view import Leases, ViewManager, initial_view, next_view
+from bazar.frontend.balancer import RoundRobin
+from bazar.frontend.views import Leases, ViewManager, initial_view, next_view
 from bazar.wire import LeaseRequest, Member, ReplicaStatus, Role, View
 
 LEASE_MS = 1000

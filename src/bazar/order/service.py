@@ -31,10 +31,10 @@ from bazar.errors import (
     Unavailable,
 )
 from bazar.http_app import json_response
-from bazar.machines import order as machine
+from bazar.order import machine
+from bazar.replication.process import ReplicaProcess, decode_body
+from bazar.replication.runtime import monotonic_ms
 from bazar.request import idempotency_key, page_limit, positive_id
-from bazar.runtime import monotonic_ms
-from bazar.services.replica import ReplicaProcess, decode_body
 from bazar.transport import TransportError, unless_changed
 from bazar.wire import (
     BeginPurchase,

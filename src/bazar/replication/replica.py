@@ -2,7 +2,7 @@
 
 `Replica` holds what one replica process knows (its log position, the views, its lease, the
 batch in flight) and decides; every event is one method returning a `Ready`
-(`core/ready.py`); the caller persists, calls `advance`, then sends. Time comes in as
+(`replication/ready.py`); the caller persists, calls `advance`, then sends. Time comes in as
 `now_ms` (the process's monotonic clock).
 
 Rules:
@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from bazar.core.ready import (
+from bazar.replication.ready import (
     FRONTEND,
     AbortBatch,
     CommitBatch,

@@ -23,11 +23,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from bazar import openapi, pages
 from bazar.config import REPLICATED_TIERS, Cluster, Secrets
-from bazar.core.balancer import RoundRobin
-from bazar.core.cache import LIST_KEY, Cache, book_key, topic_key
-from bazar.core.view import Leases, ViewManager, initial_view
 from bazar.errors import (
     Abandoned,
     BazarError,
@@ -39,8 +35,15 @@ from bazar.errors import (
     Refused,
     Unavailable,
 )
+from bazar.frontend import openapi, pages
+from bazar.frontend.balancer import RoundRobin
+from bazar.frontend.cache import LIST_KEY, Cache, book_key, topic_key
+from bazar.frontend.membership import Membership
+from bazar.frontend.views import Leases, ViewManager, initial_view
 from bazar.http_app import build_app, json_response, read_body, require_token
 from bazar.metrics import Metrics
+from bazar.replication.process import decode_body
+from bazar.replication.runtime import monotonic_ms
 from bazar.request import (
     idempotency_key,
     page_limit,
@@ -49,9 +52,6 @@ from bazar.request import (
     purchase_quantity,
     search_topic,
 )
-from bazar.runtime import monotonic_ms
-from bazar.services.membership import Membership
-from bazar.services.replica import decode_body
 from bazar.transport import Transport, TransportError, unless_changed
 from bazar.wire import (
     BookData,
@@ -210,7 +210,7 @@ class Frontend:
     # ---------------------------------------------------------------- heartbeats and views
 
     async def _tick_loop(self) -> None:
-        """Drop replicas whose lease has expired, promote backups (core/view.py)."""
+        """Drop replicas whose lease has expired, promote backups (frontend/views.py)."""
         while True:
             await asyncio.sleep(self.limits.view_tick_ms / 1000)
             try:
@@ -243,7 +243,7 @@ class Frontend:
         )
 
     async def _lease(self, request: Request) -> Response:
-        """A replica asks for a lease and learns the views (core/view.py, rule 2)."""
+        """A replica asks for a lease and learns the views (frontend/views.py, rule 2)."""
         require_token(request, self.secrets.cluster_secret, "cluster secret")
         lease = await decode_body(request, LeaseRequest, self.limits.request_bytes_max)
         status = lease.status

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bazar.core.cache import LIST_KEY, Cache, book_key, topic_key
+from bazar.frontend.cache import LIST_KEY, Cache, book_key, topic_key
 
 
 def cache(entries_max: int = 100, ttl_ms: int = 60_000) -> Cache:

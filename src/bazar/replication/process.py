@@ -19,11 +19,11 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from bazar.config import Cluster, Node, Secrets
-from bazar.core.replica import Notify
 from bazar.errors import InvalidRequest
 from bazar.http_app import build_app, json_response, read_body, require_token
-from bazar.runtime import SNAPSHOT_HEADER, ReplicaRuntime, monotonic_ms
-from bazar.storage import Machine, Store
+from bazar.replication.replica import Notify
+from bazar.replication.runtime import SNAPSHOT_HEADER, ReplicaRuntime, monotonic_ms
+from bazar.replication.storage import Machine, Store
 from bazar.transport import Transport
 from bazar.wire import (
     Append,

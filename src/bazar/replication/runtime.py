@@ -1,4 +1,4 @@
-"""The replication runtime: a thin loop that drives `core.replica.Replica` with SQLite and HTTP.
+"""The replication runtime: a thin loop that drives `replica.Replica` with SQLite and HTTP.
 
 Every event (a tick, an Append, a reply, a lease answer, a proposed batch) is one core step
 under one lock; its `Ready` is applied in order: persist (on the writer thread), `advance`,
@@ -25,7 +25,8 @@ from functools import partial
 from typing import Generic, TypeVar
 
 from bazar.config import Cluster, Node
-from bazar.core.ready import (
+from bazar.errors import Abandoned, BazarError, NotPrimary, Refused, Unavailable
+from bazar.replication.ready import (
     AbortBatch,
     CommitBatch,
     InstallSnapshot,
@@ -36,9 +37,8 @@ from bazar.core.ready import (
     SnapshotWanted,
     Stage,
 )
-from bazar.core.replica import Notify, Replica, Timing
-from bazar.errors import Abandoned, BazarError, NotPrimary, Refused, Unavailable
-from bazar.storage import (
+from bazar.replication.replica import Notify, Replica, Timing
+from bazar.replication.storage import (
     Machine,
     Store,
     begin_batch,

@@ -1,4 +1,4 @@
-"""The pure replica core (`core/replica.py`), one group of tests per numbered rule.
+"""The pure replica core (`replication/replica.py`), one group of tests per numbered rule.
 
 Each test drives `Replica` the way `runtime.py` does: it calls an event method, applies the
 returned `Ready` (persist into a fake log, then `advance`), then delivers what was sent, by
@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bazar.core.ready import (
+from bazar.frontend.views import next_view
+from bazar.replication.ready import (
     FRONTEND,
     AbortBatch,
     CommitBatch,
@@ -28,8 +29,7 @@ from bazar.core.ready import (
     SnapshotWanted,
     Stage,
 )
-from bazar.core.replica import Replica, Timing, contiguous
-from bazar.core.view import next_view
+from bazar.replication.replica import Replica, Timing, contiguous
 from bazar.wire import (
     Append,
     AppendReply,
