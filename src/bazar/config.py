@@ -224,7 +224,9 @@ def write_cluster(cluster: Cluster, path: Path) -> None:
 
 
 def with_replica(cluster: Cluster, node: Node) -> Cluster:
+    """The cluster with `node` listed (in place of a node of the same name, if any)."""
     assert node.tier != "frontend"
+    cluster = without_replica(cluster, node.name)
     if node.tier == "catalog":
         return msgspec.structs.replace(cluster, catalog=(*cluster.catalog, node))
     return msgspec.structs.replace(cluster, order=(*cluster.order, node))

@@ -24,8 +24,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from bazar.config import Node, load_cluster, with_replica, write_cluster
 from bazar.testing.clients import Ledger, wait_for_acks
-from bazar.testing.cluster import Cluster, wait_until
+from bazar.testing.cluster import Cluster, free_port, served_by_hand, wait_until
 from bazar.testing.failover import (
     Nemesis,
     check_after_load,
@@ -122,3 +123,41 @@ def test_membership_refusals(tmp_path: Path) -> None:
         assert status == 200, body
         status, body = admin(cluster, "DELETE", "/admin/replicas/order-1", None)
         assert (status, body["error"]["code"]) == (409, "last_replica"), body
+
+
+def test_replica_started_elsewhere_is_registered_by_url_and_joins(tmp_path: Path) -> None:
+    """A catalog replica started by hand with `bazar serve` from a cluster file of its own
+    (as on another host), then registered with `POST /admin/replicas {"url": ...}`: the front
+    end takes its name from its health check, it catches up and turns in sync by itself
+    under load, and ends identical to the others; nothing fails."""
+    ledger = Ledger()
+    with failover_cluster(tmp_path, ledger) as cluster:
+        nemesis = Nemesis(cluster)
+        port = free_port(span=1)
+        node = Node(name="catalog-3", tier="catalog", host="127.0.0.1", port=port, managed=False)
+        remote = tmp_path / "remote.toml"
+        write_cluster(with_replica(load_cluster(cluster.data_dir / "cluster.toml"), node), remote)
+        with served_by_hand(cluster, node.name, remote):
+            register_under_load(cluster, ledger, nemesis, node)
+            print(check_after_load(cluster, ledger))  # catalog-3 included, still running
+        answers = [a.status for a in ledger.attempts()]
+        assert set(answers) == {200}, f"purchase answers other than 200: {sorted(answers)[:10]}"
+        check_load(ledger, nemesis.events)
+
+
+def register_under_load(cluster: Cluster, ledger: Ledger, nemesis: Nemesis, node: Node) -> None:
+    with failover_load(cluster, ledger):
+        wait_until(lambda: listening(node.url), 20.0, f"{node.name} listening")
+        wait_for_acks(ledger, ACKS_BETWEEN_CHANGES, 0.0, "before the registration")
+        nemesis.mark(f"register {node.name} by url")
+        body = {"service": "catalog", "url": node.url}
+        status, reply = admin(cluster, "POST", "/admin/replicas", body)
+        assert (status, reply["data"]["name"]) == (202, node.name), reply
+        expect(
+            lambda: listed(cluster, node.name, ("in_sync",)),
+            JOIN_DEADLINE_S,
+            f"{node.name} in sync by itself",
+            lambda: str(cluster.cluster_info()["catalog"]),
+        )
+        joined = nemesis.mark(f"{node.name} in sync")
+        wait_for_acks(ledger, ACKS_BETWEEN_CHANGES, joined.at_s, "with it in sync")

@@ -19,12 +19,15 @@ import asyncio
 import logging
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -50,6 +53,8 @@ from bazar.wire import (
     Member,
     ReplicaAdd,
     ReplicaData,
+    ReplicaHealth,
+    ReplicaHealthData,
     ReplicaInfo,
     Switchover,
     TierData,
@@ -78,6 +83,7 @@ class Frontend(Protocol):
 log = logging.getLogger("bazar.membership")
 
 POLL_S = 0.05
+HEALTH_TIMEOUT_S = 2.0
 
 
 class Membership:
@@ -93,7 +99,8 @@ class Membership:
         require_token(request, self.frontend.secrets.admin_token, "admin token")
         body = await decode_body(request, ReplicaAdd, self.limits.request_bytes_max)
         async with self._lock:
-            node = self._new_node(body.service, body.url)
+            name = None if body.url is None else await self._name_at(body.service, body.url)
+            node = self._new_node(body.service, body.url, name)
             if node.managed and self.cluster_file is None:
                 raise Unavailable("this front end has no cluster file to start a replica from")
             self._write_cluster_file(lambda cluster: with_replica(cluster, node))
@@ -194,16 +201,31 @@ class Membership:
     def _url_of(self, tier: ReplicatedTier, name: str) -> str:
         return self.frontend.views.views[tier].url_of(name)
 
-    def _new_node(self, tier: ReplicatedTier, url: str | None) -> Node:
+    async def _name_at(self, tier: ReplicatedTier, url: str) -> str:
+        """The name a replica started elsewhere runs under (its `/health`, no secret).
+
+        Raises: InvalidRequest (unreachable, not a replica of `tier`, or a name in use)."""
+        if not url.startswith("http://"):
+            raise InvalidRequest("url must be http://HOST:PORT")
+        try:
+            health = await asyncio.to_thread(_health_of, url)
+        except (OSError, ValueError, msgspec.DecodeError) as error:
+            raise InvalidRequest(f"no replica answers at {url}: {error}") from None
+        used = {m.name for t in REPLICATED_TIERS for m in self.frontend.views.views[t].members}
+        if not health.name.startswith(f"{tier}-") or health.name in used:
+            raise InvalidRequest(f"the replica at {url} is {health.name}: not a new {tier}")
+        return health.name
+
+    def _new_node(self, tier: ReplicatedTier, url: str | None, name: str | None) -> Node:
         """Names continue the service's numbering and are not reused while a data directory
-        of that name exists (SPEC §8)."""
+        of that name exists (SPEC §8); a replica started elsewhere keeps its own."""
         frontend = self.frontend
         data_dir = Path(frontend.cluster.data_dir)
         used = {m.name for t in REPLICATED_TIERS for m in frontend.views.views[t].members}
         number = 1
         while f"{tier}-{number}" in used or (data_dir / f"{tier}-{number}").exists():
             number += 1
-        name = f"{tier}-{number}"
+        name = name or f"{tier}-{number}"
         if url is not None:
             parts = urlsplit(url)
             if parts.scheme != "http" or not parts.hostname or parts.port is None:
@@ -227,6 +249,20 @@ class Membership:
         cluster = change(load_cluster(self.cluster_file))
         write_cluster(cluster, self.cluster_file)
         self.frontend.cluster = cluster
+
+
+def _health_of(url: str) -> ReplicaHealth:
+    """`GET {url}/health` of a replica: 200 or 503, both with its name (Patroni's checks).
+
+    Raises: OSError (unreachable), msgspec.DecodeError (not a replica)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url.rstrip("/") + "/health", timeout=HEALTH_TIMEOUT_S) as response:
+            body = response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            body = error.read()
+    return msgspec.json.decode(body, type=ReplicaHealthData).data
 
 
 def _listening(host: str, port: int) -> bool:

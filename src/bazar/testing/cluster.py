@@ -263,13 +263,16 @@ def running(data_dir: Path, **options: Any) -> Iterator[Cluster]:
 
 
 @contextlib.contextmanager
-def served_by_hand(cluster: Cluster, name: str) -> Iterator[subprocess.Popen[bytes]]:
+def served_by_hand(
+    cluster: Cluster, name: str, config: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """Replica `name` started again as `bazar up`'s supervisor would (`bazar serve` with the
     cluster file, logging to its log): how an operator restarts one process by hand. Stopped
     by its pid at the end (SIGTERM, then SIGKILL)."""
     tier = name.split("-")[0]
     command = [sys.executable, "-m", "bazar", "serve", tier]
-    command += ["--config", str(cluster.data_dir / "cluster.toml"), "--name", name]
+    config = config or cluster.data_dir / "cluster.toml"
+    command += ["--config", str(config), "--name", name]
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAZAR_")}
     with (cluster.data_dir / "logs" / f"{name}.log").open("ab") as log:
         process = subprocess.Popen(
