@@ -9,13 +9,15 @@ whose outcome is unknown.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
 
-from bazar.errors import ERRORS_BY_CODE, BazarError
+from bazar.errors import ERRORS_BY_CODE, Abandoned, BazarError, NotPrimary, Refused
 from bazar.wire import ErrorBody, encode
 
 T = TypeVar("T")
@@ -117,3 +119,58 @@ async def unless_changed(call: Coroutine[Any, Any, T], changed: asyncio.Event, w
         task.cancel()
         raise TransportError(f"{what}: the primary changed during the call", definite=False)
     return task.result()
+
+
+class WriteFailed(Exception):
+    """A write to a primary that `write_to_primary` gave up on: `error` is the last
+    failure; `uncertain` whether any attempt may have taken effect."""
+
+    def __init__(self, error: Exception, *, uncertain: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.uncertain = uncertain
+
+
+async def write_to_primary(
+    attempt: Callable[[asyncio.Event, int], Awaitable[T]],
+    failover: Callable[[], asyncio.Event],
+    *,
+    deadline_s: float,
+    retry_ms: int,
+    keyed: bool,
+    before: Callable[[], Awaitable[object]] | None = None,
+) -> tuple[T, bool]:
+    """A write to a tier's primary, across a failover. `attempt(failover event, timeout_ms)`
+    makes one call (given up when the event is set). A definite refusal (not the primary,
+    no lease, connection refused) is retried, on the new primary once a failover has named
+    one, until `deadline_s` (on `time.monotonic`); `before()` is awaited ahead of each
+    attempt (a switchover's hold). So is retried an attempt whose outcome is
+    unknown because its primary was replaced or rolled its batch back, but only for a
+    `keyed` write (the idempotency key makes a second attempt safe). Returns the reply and
+    whether an earlier attempt may have taken effect.
+
+    Raises: WriteFailed.
+    """
+    uncertain = False
+    while True:
+        if before is not None:
+            await before()
+        event = failover()
+        timeout_ms = max(1, int((deadline_s - time.monotonic()) * 1000))
+        try:
+            return await attempt(event, timeout_ms), uncertain
+        except (NotPrimary, Refused) as error:
+            last: Exception = error
+        except Abandoned as error:
+            uncertain, last = True, error
+            if not keyed:
+                raise WriteFailed(error, uncertain=True) from None
+        except TransportError as error:
+            uncertain, last = uncertain or not error.definite, error
+            if not (error.definite or (keyed and event.is_set())):
+                raise WriteFailed(error, uncertain=uncertain) from None
+        if time.monotonic() >= deadline_s:
+            raise WriteFailed(last, uncertain=uncertain)
+        if not event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), retry_ms / 1000)

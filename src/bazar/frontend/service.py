@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,14 +26,11 @@ from starlette.types import ASGIApp
 
 from bazar.config import REPLICATED_TIERS, Cluster, Secrets
 from bazar.errors import (
-    Abandoned,
     BazarError,
     IdempotencyKeyReused,
     InvalidRequest,
     NotFound,
-    NotPrimary,
     OutOfStock,
-    Refused,
     Unavailable,
 )
 from bazar.frontend import openapi, pages
@@ -52,7 +50,13 @@ from bazar.request import (
     purchase_quantity,
     search_topic,
 )
-from bazar.transport import Transport, TransportError, unless_changed
+from bazar.transport import (
+    Transport,
+    TransportError,
+    WriteFailed,
+    unless_changed,
+    write_to_primary,
+)
 from bazar.wire import (
     BookData,
     BookListData,
@@ -271,30 +275,21 @@ class Frontend:
         its primary, but only for a `keyed` write (a purchase: the key makes a second
         attempt safe). Returns the reply and whether an earlier attempt may have run.
 
-        Raises: TransportError, BazarError (the last failure, past the deadline).
+        Raises: WriteFailed.
         """
-        deadline_ms = monotonic_ms() + self.limits.write_retry_deadline_ms
-        uncertain = False
-        while True:
-            await self._gates[tier].wait()  # closed briefly by a switchover
-            failover = self.failover[tier]
-            try:
-                return await self._write_once(tier, path, reply_type, body, failover), uncertain
-            except (NotPrimary, Refused):
-                if monotonic_ms() >= deadline_ms:
-                    raise
-            except Abandoned:
-                if not keyed or monotonic_ms() >= deadline_ms:
-                    raise
-                uncertain = True
-            except TransportError as error:
-                retry = error.definite or (keyed and failover.is_set())
-                if not retry or monotonic_ms() >= deadline_ms:
-                    raise
-                uncertain = uncertain or not error.definite
-            if not failover.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(failover.wait(), self.limits.replicate_retry_ms / 1000)
+        gate = self._gates[tier]  # closed briefly by a switchover
+
+        async def attempt(failover: asyncio.Event, timeout_ms: int) -> T:
+            return await self._write_once(tier, path, reply_type, body, failover)
+
+        return await write_to_primary(
+            attempt,
+            lambda: self.failover[tier],
+            deadline_s=time.monotonic() + self.limits.write_retry_deadline_ms / 1000,
+            retry_ms=self.limits.replicate_retry_ms,
+            keyed=keyed,
+            before=gate.wait,
+        )
 
     async def _write_once(
         self, tier: str, path: str, reply_type: type[T], body: object, failover: asyncio.Event
@@ -493,8 +488,8 @@ class Frontend:
             reply, uncertain = await self._write(
                 "order", "/internal/purchase", PurchaseReply, purchase, keyed=True
             )
-        except (TransportError, NotPrimary, Refused, Abandoned) as error:
-            raise Unavailable(f"no order primary could take the purchase: {error}") from None
+        except WriteFailed as failed:
+            raise Unavailable(f"no order primary could take the purchase: {failed}") from None
         headers = {"Idempotency-Key": key}
         # A replay of our own earlier attempt (given up in a failover) is still this
         # request's first answer: the client never saw that attempt's.
@@ -522,8 +517,8 @@ class Frontend:
             result, _ = await self._write(
                 "catalog", f"/internal/books/{book_id}", UpdateResult, command, keyed=False
             )
-        except (TransportError, NotPrimary, Refused, Abandoned) as error:
-            raise Unavailable(f"no catalog primary could take the update: {error}") from None
+        except WriteFailed as failed:
+            raise Unavailable(f"no catalog primary could take the update: {failed}") from None
         if result.status == "not_found":
             raise NotFound(f"no book {book_id}")
         if result.status == "out_of_stock":

@@ -10,10 +10,11 @@ crash or an unreachable catalog, so every sale ends with exactly one order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
+import time
 import uuid
+from functools import partial
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,7 +23,6 @@ from starlette.types import ASGIApp
 
 from bazar.config import Cluster, Node, Secrets
 from bazar.errors import (
-    Abandoned,
     BazarError,
     InvalidRequest,
     NotFound,
@@ -33,9 +33,8 @@ from bazar.errors import (
 from bazar.http_app import json_response
 from bazar.order import machine
 from bazar.replication.process import ReplicaProcess, decode_body
-from bazar.replication.runtime import monotonic_ms
 from bazar.request import idempotency_key, page_limit, positive_id
-from bazar.transport import TransportError, unless_changed
+from bazar.transport import WriteFailed, unless_changed, write_to_primary
 from bazar.wire import (
     BeginPurchase,
     BeginResult,
@@ -230,30 +229,19 @@ class OrderService:
             book_id=request.book_id,
             quantity=request.quantity,
         )
-        deadline_ms = monotonic_ms() + self.limits.sell_timeout_ms
-        uncertain = False  # an earlier attempt may have sold
-        while True:
-            failover = self.runtime.failover("catalog")
-            try:
-                timeout_ms = max(1, deadline_ms - monotonic_ms())
-                return await self._sell_once(sell, failover, timeout_ms)
-            except TransportError as error:
-                if not (error.definite or failover.is_set()):
-                    raise Unavailable(f"the catalog did not answer the sale: {error}") from None
-                uncertain = uncertain or not error.definite
-                last = str(error)
-            except (NotPrimary, Refused) as error:
-                last = error.message
-            except Abandoned as error:  # rolled back in a view change: same key again
-                uncertain = True
-                last = error.message
-            if monotonic_ms() >= deadline_ms:
-                if uncertain:
-                    raise Unavailable(f"the sale's outcome is unknown: {last}")
-                raise Refused(f"the catalog primary cannot sell: {last}")
-            if not failover.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(failover.wait(), self.limits.replicate_retry_ms / 1000)
+        try:
+            sale, _ = await write_to_primary(
+                partial(self._sell_once, sell),
+                lambda: self.runtime.failover("catalog"),
+                deadline_s=time.monotonic() + self.limits.sell_timeout_ms / 1000,
+                retry_ms=self.limits.replicate_retry_ms,
+                keyed=True,
+            )
+        except WriteFailed as failed:
+            if failed.uncertain:
+                raise Unavailable(f"the sale's outcome is unknown: {failed}") from None
+            raise Refused(f"the catalog primary cannot sell: {failed}") from None
+        return sale
 
     async def _sell_once(self, sell: Sell, failover: asyncio.Event, timeout_ms: int) -> SaleResult:
         view = self.runtime.view_of("catalog")
