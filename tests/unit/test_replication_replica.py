@@ -29,7 +29,7 @@ from bazar.replication.ready import (
     SnapshotWanted,
     Stage,
 )
-from bazar.replication.replica import Replica, Timing, contiguous
+from bazar.replication.replica import Replica, Timing
 from bazar.wire import (
     Append,
     AppendReply,
@@ -571,15 +571,6 @@ def test_deleted_rows_are_dirty_too() -> None:
     removal = Entry(epoch=1, seq=1, changes=[Delete(table="books", key=4)])
     deliver(backup, append(1, (0, 0), [removal], commit_seq=0))
     assert backup.core.dirty(KEYS, "books") == {4}
-
-
-def test_contiguous_entries_have_consecutive_seqs() -> None:
-    assert contiguous([entry(1, 1), entry(1, 2), entry(2, 3)])
-    assert contiguous([])
-    assert not contiguous([entry(1, 1), entry(1, 3)])
-
-
-# ---------------------------------------------------------------- rule 3: fencing
 
 
 def test_backup_rejects_an_append_from_an_older_epoch() -> None:

@@ -96,7 +96,7 @@ class Cache:
 
     def invalidate_once(self, books: tuple[int, ...], version: Version) -> int:
         """`invalidate`, unless this version of every book is already recorded: the catalog
-        primary sends it directly and repeats it in heartbeats until its COMMIT, and every
+        primary sends it directly and repeats it in its lease requests until its COMMIT, and every
         fill accepted since it was recorded is at least as new."""
         if any(version > self.invalidated.get(book, NO_VERSION) for book in books):
             return self.invalidate(books, version)

@@ -1,7 +1,7 @@
 """The front end: the only public process. It validates every request at the edge, routes
 writes to the primaries, balances reads over the replicas, and is the configuration manager
 (view service) of both replicated tiers: it numbers views, persists each one with fsync
-before announcing it, and heartbeats every replica.
+before announcing it, and grants the replicas' leases.
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ class Frontend:
                 await self._tick_task
             await self.transport.close()
 
-    # ---------------------------------------------------------------- heartbeats and views
+    # ---------------------------------------------------------------- leases and views
 
     async def _tick_loop(self) -> None:
         """Drop replicas whose lease has expired, promote backups (frontend/views.py)."""

@@ -1,6 +1,7 @@
 """What every replica process has, whatever its tier: the replication routes (append,
-heartbeat, commit point), the secret check, the store and runtime lifecycle, and decoding of
-internal request bodies. The catalog and order services add their own routes on top.
+snapshot, commit point, digest), the health checks, the secret check, the store and runtime
+lifecycle, and decoding of internal request bodies. The catalog and order services add their
+own routes on top.
 """
 
 from __future__ import annotations

@@ -33,7 +33,6 @@ Rules:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -825,7 +824,3 @@ class Replica:
     def committed_overlay(self, primary_commit_seq: int) -> list[Entry]:
         """Staged entries that the primary reports committed, in order."""
         return [self.staged[seq] for seq in sorted(self.staged) if seq <= primary_commit_seq]
-
-
-def contiguous(entries: Sequence[Entry]) -> bool:
-    return all(b.seq == a.seq + 1 for a, b in itertools.pairwise(entries))
