@@ -136,7 +136,14 @@ class Cluster:
         if self.process.poll() is not None:
             raise RuntimeError(f"bazar up exited early:\n{self.logs()}")
         status, _, _ = self.request("GET", "/health")
-        return status == 200
+        if status != 200:
+            return False
+        # /health needs only a serving primary per tier; a fresh cluster is ready for tests
+        # once every replica is in sync too (a backup's first lease may come a moment later).
+        info = self.cluster_info()
+        return all(
+            r["state"] == "in_sync" for tier in ("catalog", "order") for r in info[tier]["replicas"]
+        )
 
     def stop(self) -> None:
         """SIGTERM the whole process group, then SIGKILL what is left."""
