@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 import msgspec
@@ -21,6 +21,8 @@ from bazar.errors import ERRORS_BY_CODE, Abandoned, BazarError, NotPrimary, Refu
 from bazar.wire import ErrorBody, encode
 
 T = TypeVar("T")
+Item = TypeVar("Item")
+Out = TypeVar("Out")
 
 _error_decoder = msgspec.json.Decoder(ErrorBody)
 
@@ -174,3 +176,52 @@ async def write_to_primary(
         if not event.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), retry_ms / 1000)
+
+
+class Batcher(Generic[Item, Out]):
+    """Group commit across a hop: calls made while one is out travel together in the next,
+    so under load one request carries many items and at one client none waits."""
+
+    def __init__(
+        self, send: Callable[[list[Item]], Awaitable[list[Out | BazarError]]], items_max: int
+    ) -> None:
+        self._send = send
+        self._items_max = items_max
+        self._queue: list[tuple[Item, asyncio.Future[Out]]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def call(self, item: Item) -> Out:
+        """Raises: what `send` raised for the whole batch, or this item's BazarError."""
+        future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieve)  # a waiter that gave up leaves no warning
+        self._queue.append((item, future))
+        if self._sender is None:
+            self._sender = asyncio.ensure_future(self._drain())
+        return await asyncio.shield(future)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[: self._items_max]
+                del self._queue[: len(batch)]
+                try:
+                    results = await self._send([item for item, _ in batch])
+                except (TransportError, BazarError) as error:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, BazarError):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._sender = None
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

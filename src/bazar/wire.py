@@ -360,9 +360,52 @@ CatalogCommand = Sell | UpdateBook
 
 
 class SaleResult(Struct, frozen=True):
+    """`replayed`: the key's sale was recorded by an earlier request (its stored result)."""
+
     status: Literal["ok", "out_of_stock", "not_found", "key_reused"]
     unit_cost_cents: int = 0
     title: str = ""
+    replayed: bool = False
+
+
+class SellBatch(Struct, frozen=True):
+    """Order primary -> catalog primary: the sales of the purchases that arrived while the
+    previous call was out, as one call (they join one replicated batch there)."""
+
+    sells: list[Sell]
+
+
+class SaleOutcome(Struct, frozen=True):
+    """One sale of a `SellBatch`: its result, or the error that one command got."""
+
+    result: SaleResult | None = None
+    error: ErrorDetail | None = None
+
+
+class SaleOutcomes(Struct, frozen=True):
+    outcomes: list[SaleOutcome]
+
+
+class SaleMark(Struct, frozen=True, order=True):
+    """A position in the catalog's sales, in commit order: (log seq, idempotency key)."""
+
+    seq: int
+    key: str
+
+
+class SaleRecord(Struct, frozen=True):
+    """A completed sale as the catalog recorded it under its key."""
+
+    mark: SaleMark
+    book_id: int
+    quantity: int
+    unit_cost_cents: int
+
+
+class SalesPage(Struct, frozen=True):
+    """`GET /internal/sales?seq=&key=&limit=`: completed sales after a mark, oldest first."""
+
+    data: list[SaleRecord]
 
 
 class UpdateResult(Struct, frozen=True):
@@ -373,34 +416,31 @@ class UpdateResult(Struct, frozen=True):
 # ---------------------------------------------------------------- order commands
 
 
-class BeginPurchase(Struct, frozen=True, tag="begin_purchase"):
+class RecordOrder(Struct, frozen=True, tag="record_order"):
+    """The order of a completed sale; a key that already has its order keeps it."""
+
     idempotency_key: str
     book_id: int
     quantity: int
+    unit_cost_cents: int
+    order_id: str
     created_at: str
 
 
-class FinishPurchase(Struct, frozen=True, tag="finish_purchase"):
-    """`aborted`: the sale certainly did not happen (the catalog refused it before queueing);
-    like `not_found`, it stores nothing, so a retry with the key starts afresh."""
+class Reconciled(Struct, frozen=True, tag="reconciled"):
+    """Every catalog sale up to `through` has its order (the reconciler's progress)."""
 
-    idempotency_key: str
-    outcome: Literal["ok", "out_of_stock", "not_found", "aborted"]
-    unit_cost_cents: int = 0
-    order_id: str = ""
+    through: SaleMark
 
 
-OrderCommand = BeginPurchase | FinishPurchase
+OrderCommand = RecordOrder | Reconciled
 
 
-class BeginResult(Struct, frozen=True):
-    status: Literal["started", "pending", "completed", "out_of_stock", "key_reused"]
+class OrderResult(Struct, frozen=True):
+    """`replayed`: the key already had its order (a retry, or the reconciler was first)."""
+
     order: Order | None = None
-
-
-class FinishResult(Struct, frozen=True):
-    status: Literal["completed", "out_of_stock", "not_found", "aborted"]
-    order: Order | None = None
+    replayed: bool = False
 
 
 class PurchaseRequest(Struct, frozen=True):

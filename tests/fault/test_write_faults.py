@@ -14,8 +14,8 @@ then SIGCONT. Every wait is `wait_until` on an observable condition (a new pid i
 `/health`, acknowledgements of purchases sent after the recovery), with a deadline; nothing
 is timed. Then, in two stages, the state of EVERY replica (internal routes, cluster secret)
 is compared with what the clients were told:
-1. at quiescence before any retry (each tier's digests equal, no purchase pending: the order
-   primary's recovery loop has finished what the fault left pending): every acknowledged
+1. at quiescence before any retry (each tier's digests equal, as many orders as sales: the
+   order primary's reconciler has recorded what the fault left without one): every acknowledged
    order is on every order replica; the catalog holds exactly one sale per order, and
    initial stock - stock == the quantities ordered, per book, on every catalog replica;
    purchases refused while a backup was unreachable (503 "the catalog cannot take sales
@@ -365,9 +365,9 @@ def tier_digests(cluster: Cluster, tier: str) -> list[Any] | None:
 
 
 def quiescent(cluster: Cluster, seen: dict[str, Any]) -> bool:
-    """Every replica in sync, each tier's digests equal, and no purchase pending (with ample
-    stock every purchase row that is not pending is a completed order). `seen` keeps what
-    was observed last, for the failure message."""
+    """Every replica in sync, each tier's digests equal, and every sale has its order (with
+    ample stock every sale record is a completed sale). `seen` keeps what was observed
+    last, for the failure message."""
     seen.clear()
     seen["cluster"] = cluster.cluster_info()
     if not all_in_sync(cluster):
@@ -376,8 +376,8 @@ def quiescent(cluster: Cluster, seen: dict[str, Any]) -> bool:
         digests = seen[tier] = tier_digests(cluster, tier)
         if digests is None or len({json.dumps(d, sort_keys=True) for d in digests}) != 1:
             return False
-    tables = seen["order"][0]["tables"]
-    return bool(tables["purchases"]["rows"] == tables["orders"]["rows"])
+    sales = seen["catalog"][0]["tables"]["sales"]["rows"]
+    return bool(sales == seen["order"][0]["tables"]["orders"]["rows"])
 
 
 def wait_quiescent(cluster: Cluster) -> None:
@@ -386,7 +386,7 @@ def wait_quiescent(cluster: Cluster) -> None:
         wait_until(
             lambda: quiescent(cluster, seen),
             QUIESCENCE_DEADLINE_S,
-            "every replica in sync, each tier's digests equal, no purchase pending",
+            "every replica in sync, each tier's digests equal, an order for every sale",
         )
     except TimeoutError as error:
         raise AssertionError(f"{error}; last seen: {json.dumps(seen, indent=1)}") from None
@@ -446,7 +446,7 @@ def check_orders_match_sales(cluster: Cluster, ledger: Ledger) -> list[dict[str,
 
 def check_before_retries(cluster: Cluster, ledger: Ledger) -> None:
     """Stage 1: quiescence after the fault, before any client retries: orders == sales with
-    no help from the clients (the recovery loop finished what was pending), no acknowledged
+    no help from the clients (the reconciler recorded every sale's order), no acknowledged
     purchase lost, and a purchase refused with 503 was not done."""
     assert ledger.unexpected() == [], ledger.unexpected()[:5]
     wait_quiescent(cluster)
@@ -520,7 +520,8 @@ def check_after_retries(cluster: Cluster, ledger: Ledger) -> None:
         distinct = {json.dumps(d, sort_keys=True) for d in digests.values()}
         assert len(distinct) == 1, digests
     order_tables = next(iter(cluster.digests("order").values()))["tables"]
-    assert order_tables["purchases"]["rows"] == order_tables["orders"]["rows"] == len(purchases)
+    catalog_tables = next(iter(cluster.digests("catalog").values()))["tables"]
+    assert catalog_tables["sales"]["rows"] == order_tables["orders"]["rows"] == len(purchases)
 
 
 def summary(ledger: Ledger) -> str:

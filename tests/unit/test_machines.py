@@ -8,19 +8,23 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from bazar.catalog import machine as catalog
 from bazar.order import machine as order
 from bazar.replication.storage import Store, begin_batch, commit_batch, stage_entries
 from bazar.wire import (
-    BeginPurchase,
     Book,
     CatalogCommand,
-    FinishPurchase,
     Order,
     OrderCommand,
+    OrderResult,
+    Reconciled,
+    RecordOrder,
     Row,
+    SaleMark,
+    SaleResult,
     Sell,
     UpdateBook,
     UpdateResult,
@@ -79,7 +83,11 @@ def test_sell_replays_the_first_result_and_refuses_other_parameters(
     run(primary, [UpdateBook(book_id=3, stock_delta=10)], seq=2)
     again = run(primary, [sell("k", 3, 4)], seq=3)[0]
     other = run(primary, [sell("k", 3, 1)], seq=4)[0]
-    assert first == again
+    assert isinstance(first, SaleResult)
+    assert isinstance(again, SaleResult)
+    assert not first.replayed
+    assert again.replayed
+    assert msgspec.structs.replace(again, replayed=False) == first
     assert other.status == "key_reused"
     assert catalog.read_book(primary.reader, 3)["stock"] == 10  # type: ignore[index]
 
@@ -158,28 +166,60 @@ def test_open_batch_is_invisible_to_readers_until_commit(stores: tuple[Store, St
     assert catalog.read_book(primary.reader, 1)["stock"] == 5  # type: ignore[index]
 
 
-def test_order_purchase_lifecycle(tmp_path: Path) -> None:
+def test_completed_sales_page_in_commit_order(stores: tuple[Store, Store]) -> None:
+    primary, _ = stores
+    run(primary, [sell("b", 1, 1), sell("a", 1, 2), sell("gone", 99, 1)], seq=1)
+    run(primary, [sell("c", 4, 5)], seq=2)  # out of stock: no order is owed
+    run(primary, [sell("d", 2, 1)], seq=3)
+    everything = catalog.read_sales(primary.reader, SaleMark(seq=0, key=""), 10)
+    assert [sale.mark for sale in everything] == [
+        SaleMark(1, "a"),
+        SaleMark(1, "b"),
+        SaleMark(3, "d"),
+    ]
+    assert (everything[0].book_id, everything[0].quantity) == (1, 2)
+    after_a = catalog.read_sales(primary.reader, SaleMark(seq=1, key="a"), 1)
+    assert [sale.mark for sale in after_a] == [SaleMark(1, "b")]
+    assert catalog.read_sales(primary.reader, SaleMark(seq=3, key="d"), 10) == []
+
+
+def test_order_recorded_once_per_key(tmp_path: Path) -> None:
     store = Store(tmp_path / "o" / "db", order.SCHEMA, order.TABLES)
     machine = order.OrderMachine()
 
-    def step(command: OrderCommand, seq: int) -> order.Result:
+    def step(commands: list[OrderCommand], seq: int) -> list[order.Result]:
         entry, results = store.write_blocking(
-            partial(begin_batch, machine=machine, commands=[command], version=(1, seq))
+            partial(begin_batch, machine=machine, commands=commands, version=(1, seq))
         )
         if entry is not None:
             store.write_blocking(commit_batch)
-        return results[0]
+        return results
 
-    begin = BeginPurchase(idempotency_key="k", book_id=1, quantity=2, created_at="t")
-    assert step(begin, 1).status == "started"
-    assert step(begin, 2).status == "pending"
-    assert [p.idempotency_key for p in order.pending_purchases(store.reader, 10)] == ["k"]
-    finish = FinishPurchase(idempotency_key="k", outcome="ok", unit_cost_cents=1050, order_id="o1")
-    done = step(finish, 2).order
+    def record(order_id: str) -> RecordOrder:
+        return RecordOrder(
+            idempotency_key="k",
+            book_id=1,
+            quantity=2,
+            unit_cost_cents=1050,
+            order_id=order_id,
+            created_at="t",
+        )
+
+    # The client's retry and the reconciler, in one batch: one order, the first one.
+    first, second = step([record("o1"), record("o9")], 1)
+    done = first.order
     assert isinstance(done, Order)
+    assert not first.replayed
+    assert second == OrderResult(order=done, replayed=True)
     assert done.total_cost == 21.0
-    assert step(begin, 3).status == "completed"
-    assert order.pending_purchases(store.reader, 10) == []
+    assert step([record("o3")], 2)[0].replayed
+    assert order.order_by_key(store.reader, "k") == done
+    assert order.order_by_key(store.reader, "other") is None
+    # The reconciler's mark only moves forward.
+    assert order.reconciled_mark(store.reader) == SaleMark(0, "")
+    step([Reconciled(through=SaleMark(5, "x"))], 3)
+    step([Reconciled(through=SaleMark(5, "a"))], 4)
+    assert order.reconciled_mark(store.reader) == SaleMark(5, "x")
     assert order.read_page(store.reader, 10, None, []) == ([done], None)
     assert order.read_page(store.reader, 10, "nope", []) is None
     later: Row = {

@@ -24,6 +24,8 @@ from bazar.wire import (
     CatalogCommand,
     Change,
     Row,
+    SaleMark,
+    SaleRecord,
     SaleResult,
     Sell,
     UpdateBook,
@@ -51,6 +53,7 @@ CREATE TABLE IF NOT EXISTS sales (
     unit_cost_cents INTEGER NOT NULL,
     seq INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS sales_done ON sales (seq, idempotency_key) WHERE status = 'ok';
 """
 
 COST_CENTS_MAX = 10**15
@@ -162,6 +165,7 @@ class CatalogMachine:
                 status=earlier["status"],
                 unit_cost_cents=earlier["unit_cost_cents"],
                 title=earlier["title"] or "",
+                replayed=True,
             )
         book = conn.execute(
             "UPDATE books SET stock = stock - ?1, version_epoch = ?2, version_seq = ?3"
@@ -235,3 +239,22 @@ def read_books(conn: sqlite3.Connection) -> list[Row]:
 def matches_topic(row: Row, topic: str) -> bool:
     """Case-insensitive substring match on the topic (Unicode-aware, unlike SQLite LIKE)."""
     return topic.casefold() in str(row["topic"]).casefold()
+
+
+def read_sales(conn: sqlite3.Connection, after: SaleMark, limit: int) -> list[SaleRecord]:
+    """Completed sales after `after`, in commit order: the order tier's reconciler finds
+    those without an order here."""
+    rows = conn.execute(
+        "SELECT * FROM sales WHERE status = 'ok' AND (seq, idempotency_key) > (?, ?)"
+        " ORDER BY seq, idempotency_key LIMIT ?",
+        (after.seq, after.key, limit),
+    )
+    return [
+        SaleRecord(
+            mark=SaleMark(seq=row["seq"], key=row["idempotency_key"]),
+            book_id=row["book_id"],
+            quantity=row["quantity"],
+            unit_cost_cents=row["unit_cost_cents"],
+        )
+        for row in rows
+    ]

@@ -20,17 +20,23 @@ from starlette.types import ASGIApp
 from bazar.catalog import machine
 from bazar.catalog.machine import COST_CENTS_MAX
 from bazar.config import Cluster, Limits, Node, Secrets
-from bazar.errors import InvalidRequest, NotFound
+from bazar.errors import BazarError, InvalidRequest, NotFound, NotPrimary
 from bazar.http_app import json_response
 from bazar.replication.process import ReplicaProcess, decode_body
-from bazar.request import idempotency_key, positive_id
+from bazar.request import INT64_DIGITS, idempotency_key, page_limit, positive_id
 from bazar.wire import (
     Entry,
+    ErrorDetail,
     Invalidate,
     ReadDelay,
     ReadDelayState,
     Row,
+    SaleMark,
+    SaleOutcome,
+    SaleOutcomes,
+    SalesPage,
     Sell,
+    SellBatch,
     UpdateBook,
     Upsert,
     Version,
@@ -120,6 +126,7 @@ class CatalogService:
             Route("/search", internal(self._search), methods=["GET"]),
             Route("/search/{topic:path}", internal(self._search), methods=["GET"]),
             Route("/internal/sell", internal(self._sell), methods=["POST"]),
+            Route("/internal/sales", internal(self._sales), methods=["GET"]),
             Route("/internal/books/{id}", internal(self._update), methods=["POST"]),
         ]
         if self.test_hooks:
@@ -210,9 +217,37 @@ class CatalogService:
         return json_response(VersionedBookList(data=books, version=version))
 
     async def _sell(self, request: Request) -> Response:
-        command = await decode_body(request, Sell, self.limits.request_bytes_max)
-        check_sell(command, self.limits)
-        return json_response(await self.runtime.submit(command))
+        batch = await decode_body(request, SellBatch, self.limits.request_bytes_max)
+        if not 1 <= len(batch.sells) <= self.limits.batch_commands_max:
+            raise InvalidRequest(f"from 1 to {self.limits.batch_commands_max} sales per call")
+        for command in batch.sells:
+            check_sell(command, self.limits)
+        # Submitted together, so they join one replicated batch.
+        outcomes = await asyncio.gather(*(self._sell_one(command) for command in batch.sells))
+        return json_response(SaleOutcomes(outcomes=list(outcomes)))
+
+    async def _sell_one(self, command: Sell) -> SaleOutcome:
+        try:
+            return SaleOutcome(result=await self.runtime.submit(command))
+        except BazarError as error:
+            return SaleOutcome(error=ErrorDetail(code=error.code, message=error.message))
+
+    async def _sales(self, request: Request) -> Response:
+        """Completed sales after a mark, for the order tier's reconciler: from the primary
+        only (so the page holds every sale committed before it was read)."""
+        if self.runtime.core.role != "primary":
+            raise NotPrimary(f"{self.process.node.name} is not the primary")
+        self.runtime.readable()
+        params = request.query_params
+        seq = params.get("seq", "0")
+        if not (seq.isascii() and seq.isdigit() and len(seq) <= INT64_DIGITS - 1):
+            raise InvalidRequest("seq must be a non-negative integer")
+        limit = page_limit(
+            params.get("limit"), self.limits.page_limit_default, self.limits.page_limit_max
+        )
+        after = SaleMark(seq=int(seq), key=params.get("key", ""))
+        sales = machine.read_sales(self.process.store.reader, after, limit)
+        return json_response(SalesPage(data=sales))
 
     async def _update(self, request: Request) -> Response:
         command = await decode_body(request, UpdateBook, self.limits.request_bytes_max)

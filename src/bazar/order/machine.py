@@ -1,11 +1,11 @@
-"""The order service's state machine: purchases by idempotency key, and orders.
+"""The order service's state machine: orders, one per idempotency key.
 
-A purchase goes through two replicated steps around the catalog sale:
-`BeginPurchase` records `pending(key)`; after the catalog answers, `FinishPurchase` records
-the outcome: a completed order (sale done), a remembered `out_of_stock` (so the key answers
-409 again, even after a restock), or nothing at all for an unknown book (404 stores nothing).
-A pending purchase left by a crash is finished by the primary's recovery loop, so at
-quiescence every sale has exactly one order and no order exists without its sale.
+A purchase is two replicated writes in sequence: the catalog's sale, recorded there under the
+idempotency key (the durable intent and the authority on the key: its book, quantity and
+outcome), then `RecordOrder` here. `RecordOrder` is idempotent by key, so the order primary's
+reconciler can record the order of any sale left without one (a crash, an unreachable order
+replica, a failover between the two writes) while a client's retry records it too: one order
+either way. `Reconciled` remembers how far the reconciler has checked the catalog's sales.
 """
 
 from __future__ import annotations
@@ -15,29 +15,20 @@ from collections.abc import Mapping
 
 from bazar.replication.storage import row_dict, write_row
 from bazar.wire import (
-    BeginPurchase,
-    BeginResult,
     Change,
-    Delete,
-    FinishPurchase,
-    FinishResult,
     Order,
     OrderCommand,
+    OrderResult,
+    Reconciled,
+    RecordOrder,
     Row,
+    SaleMark,
     Upsert,
     Version,
     cents_to_cost,
 )
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS purchases (
-    idempotency_key TEXT PRIMARY KEY,
-    book_id INTEGER NOT NULL,
-    quantity INTEGER NOT NULL CHECK (quantity > 0),
-    status TEXT NOT NULL CHECK (status IN ('pending', 'completed', 'out_of_stock')),
-    order_id TEXT,
-    created_at TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS orders (
     id TEXT PRIMARY KEY,
     position INTEGER NOT NULL UNIQUE,
@@ -48,11 +39,15 @@ CREATE TABLE IF NOT EXISTS orders (
     total_cost_cents INTEGER NOT NULL,
     created_at TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS purchases_pending ON purchases (status) WHERE status = 'pending';
+CREATE TABLE IF NOT EXISTS reconciled (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    sale_seq INTEGER NOT NULL,
+    sale_key TEXT NOT NULL
+);
 """
 
-TABLES: Mapping[str, str] = {"purchases": "idempotency_key", "orders": "id"}
-Result = BeginResult | FinishResult
+TABLES: Mapping[str, str] = {"orders": "id", "reconciled": "id"}
+Result = OrderResult
 
 
 def order_from_row(row: sqlite3.Row | Row) -> Order:
@@ -67,98 +62,48 @@ def order_from_row(row: sqlite3.Row | Row) -> Order:
     )
 
 
-def _order_by_id(conn: sqlite3.Connection, order_id: str) -> Order:
-    row = conn.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
-    assert row is not None, "a completed purchase has its order"
-    return order_from_row(row)
-
-
 class OrderMachine:
     tables = TABLES
 
     def execute(
         self, conn: sqlite3.Connection, command: OrderCommand, version: Version
     ) -> tuple[list[Change], Result]:
-        if isinstance(command, BeginPurchase):
-            return self._begin(conn, command)
-        return self._finish(conn, command)
+        if isinstance(command, RecordOrder):
+            return self._record(conn, command)
+        return self._reconciled(conn, command)
 
-    def _begin(
-        self, conn: sqlite3.Connection, command: BeginPurchase
+    def _record(
+        self, conn: sqlite3.Connection, command: RecordOrder
     ) -> tuple[list[Change], Result]:
         earlier = conn.execute(
-            "SELECT * FROM purchases WHERE idempotency_key = ?", (command.idempotency_key,)
+            "SELECT * FROM orders WHERE idempotency_key = ?", (command.idempotency_key,)
         ).fetchone()
         if earlier is not None:
-            if (earlier["book_id"], earlier["quantity"]) != (command.book_id, command.quantity):
-                return [], BeginResult(status="key_reused")
-            if earlier["status"] == "completed":
-                order = _order_by_id(conn, earlier["order_id"])
-                return [], BeginResult(status="completed", order=order)
-            return [], BeginResult(status=earlier["status"])
-        row: Row = {
-            "idempotency_key": command.idempotency_key,
-            "book_id": command.book_id,
-            "quantity": command.quantity,
-            "status": "pending",
-            "order_id": None,
-            "created_at": command.created_at,
-        }
-        change = Upsert(table="purchases", row=row)
-        write_row(conn, TABLES, change)
-        return [change], BeginResult(status="started")
-
-    def _finish(
-        self, conn: sqlite3.Connection, command: FinishPurchase
-    ) -> tuple[list[Change], Result]:
-        found = conn.execute(
-            "SELECT * FROM purchases WHERE idempotency_key = ?", (command.idempotency_key,)
-        ).fetchone()
-        if found is None:
-            return [], FinishResult(status="not_found")
-        purchase = row_dict(found)
-        if purchase["status"] == "completed":
-            order = _order_by_id(conn, str(purchase["order_id"]))
-            return [], FinishResult(status="completed", order=order)
-        if purchase["status"] == "out_of_stock":
-            return [], FinishResult(status="out_of_stock")
-        if command.outcome in ("not_found", "aborted"):
-            change: Change = Delete(table="purchases", key=command.idempotency_key)
-            write_row(conn, TABLES, change)
-            return [change], FinishResult(
-                status="not_found" if command.outcome == "not_found" else "aborted"
-            )
-        if command.outcome == "out_of_stock":
-            purchase["status"] = "out_of_stock"
-            change = Upsert(table="purchases", row=purchase)
-            write_row(conn, TABLES, change)
-            return [change], FinishResult(status="out_of_stock")
-        return self._complete(conn, command, purchase)
-
-    def _complete(
-        self, conn: sqlite3.Connection, command: FinishPurchase, purchase: Row
-    ) -> tuple[list[Change], Result]:
-        assert command.order_id
+            return [], OrderResult(order=order_from_row(earlier), replayed=True)
         position = conn.execute("SELECT coalesce(max(position), 0) + 1 FROM orders").fetchone()
-        quantity = int(purchase["quantity"])  # type: ignore[arg-type]
-        order_row: Row = {
+        row: Row = {
             "id": command.order_id,
             "position": int(position[0]),
             "idempotency_key": command.idempotency_key,
-            "book_id": purchase["book_id"],
-            "quantity": quantity,
+            "book_id": command.book_id,
+            "quantity": command.quantity,
             "unit_cost_cents": command.unit_cost_cents,
-            "total_cost_cents": command.unit_cost_cents * quantity,
-            "created_at": purchase["created_at"],
+            "total_cost_cents": command.unit_cost_cents * command.quantity,
+            "created_at": command.created_at,
         }
-        purchase = {**purchase, "status": "completed", "order_id": command.order_id}
-        changes: list[Change] = [
-            Upsert(table="orders", row=order_row),
-            Upsert(table="purchases", row=purchase),
-        ]
-        for change in changes:
-            write_row(conn, TABLES, change)
-        return changes, FinishResult(status="completed", order=order_from_row(order_row))
+        change = Upsert(table="orders", row=row)
+        write_row(conn, TABLES, change)
+        return [change], OrderResult(order=order_from_row(row), replayed=False)
+
+    def _reconciled(
+        self, conn: sqlite3.Connection, command: Reconciled
+    ) -> tuple[list[Change], Result]:
+        if reconciled_mark(conn) >= command.through:
+            return [], OrderResult()  # a late or repeated mark never moves it back
+        row: Row = {"id": 1, "sale_seq": command.through.seq, "sale_key": command.through.key}
+        change = Upsert(table="reconciled", row=row)
+        write_row(conn, TABLES, change)
+        return [change], OrderResult()
 
 
 # ---------------------------------------------------------------- reads (reader connection)
@@ -208,16 +153,13 @@ def read_page(
     return orders, (orders[-1].id if len(rows) > limit else None)
 
 
-def pending_purchases(conn: sqlite3.Connection, limit: int) -> list[BeginPurchase]:
-    rows = conn.execute(
-        "SELECT * FROM purchases WHERE status = 'pending' LIMIT ?", (limit,)
-    ).fetchall()
-    return [
-        BeginPurchase(
-            idempotency_key=row["idempotency_key"],
-            book_id=row["book_id"],
-            quantity=row["quantity"],
-            created_at=row["created_at"],
-        )
-        for row in rows
-    ]
+def order_by_key(conn: sqlite3.Connection, key: str) -> Order | None:
+    row = conn.execute("SELECT * FROM orders WHERE idempotency_key = ?", (key,)).fetchone()
+    return order_from_row(row) if row is not None else None
+
+
+def reconciled_mark(conn: sqlite3.Connection) -> SaleMark:
+    """How far the catalog's sales have been checked for orders (every sale up to it has
+    its order): the reconciler's next page starts after it."""
+    row = conn.execute("SELECT sale_seq, sale_key FROM reconciled WHERE id = 1").fetchone()
+    return SaleMark(seq=0, key="") if row is None else SaleMark(seq=row[0], key=row[1])

@@ -1,10 +1,13 @@
 """An order replica; its primary runs purchases end to end.
 
-A purchase (idempotency key K): `BeginPurchase(K)` is replicated (pending), the catalog
-primary sells under the same key (it deduplicates), then `FinishPurchase(K, outcome)` is
-replicated. Requests with a key already in flight here wait for the first one and are
-answered as replays. A recovery loop on the primary finishes purchases left pending by a
-crash or an unreachable catalog, so every sale ends with exactly one order.
+A purchase (idempotency key K) is two replicated writes in sequence: the catalog primary
+sells under K (it records the sale and its outcome under the key, and deduplicates), then
+`RecordOrder(K)` is replicated here. Sales travel to the catalog in batches: those that
+arrive while a call is out go together in the next one. Requests with a key already in
+flight here wait for the first one and are answered as replays. A reconciler on the primary
+pages through the catalog's completed sales and records the order of any that has none (a
+crash, a failover or an unreachable replica between the two writes), so every sale ends
+with exactly one order.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import time
 import uuid
 from functools import partial
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,10 +27,10 @@ from starlette.types import ASGIApp
 
 from bazar.config import Cluster, Node, Secrets
 from bazar.errors import (
+    ERRORS_BY_CODE,
     BazarError,
     InvalidRequest,
     NotFound,
-    NotPrimary,
     Refused,
     Unavailable,
 )
@@ -34,19 +38,29 @@ from bazar.http_app import json_response
 from bazar.order import machine
 from bazar.replication.process import ReplicaProcess, decode_body
 from bazar.request import idempotency_key, page_limit, positive_id
-from bazar.transport import WriteFailed, unless_changed, write_to_primary
+from bazar.transport import (
+    Batcher,
+    TransportError,
+    WriteFailed,
+    unless_changed,
+    write_to_primary,
+)
 from bazar.wire import (
-    BeginPurchase,
-    BeginResult,
-    FinishPurchase,
-    FinishResult,
     OrderData,
     OrderPage,
+    OrderResult,
     PurchaseReply,
     PurchaseRequest,
+    Reconciled,
+    RecordOrder,
     Row,
+    SaleOutcome,
+    SaleOutcomes,
+    SaleRecord,
     SaleResult,
+    SalesPage,
     Sell,
+    SellBatch,
     Upsert,
 )
 
@@ -73,7 +87,8 @@ class OrderService:
         self.runtime = self.process.runtime
         self.limits = cluster.limits
         self.inflight: dict[str, tuple[PurchaseRequest, asyncio.Future[PurchaseReply]]] = {}
-        self.process.background.append(self._recovery_loop)
+        self.sellers: dict[str, Batcher[Sell, SaleResult]] = {}
+        self.process.background.append(self._reconcile_loop)
 
     def app(self) -> ASGIApp:
         internal = self.process.internal
@@ -165,64 +180,51 @@ class OrderService:
         return reply
 
     async def _run(self, request: PurchaseRequest) -> PurchaseReply:
-        begin: BeginResult = await self.runtime.submit(
-            BeginPurchase(
-                idempotency_key=request.idempotency_key,
-                book_id=request.book_id,
-                quantity=request.quantity,
+        self.runtime.check_writable()
+        done = machine.order_by_key(self.process.store.reader, request.idempotency_key)
+        if done is not None:
+            if (done.book_id, done.quantity) != (request.book_id, request.quantity):
+                return PurchaseReply(status="key_reused")
+            return PurchaseReply(status="completed", order=done, replayed=True)
+        sale = await self._sell(request)
+        if sale.status in ("key_reused", "not_found"):
+            return PurchaseReply(status=sale.status)
+        if sale.status == "out_of_stock":
+            return PurchaseReply(status="out_of_stock", replayed=sale.replayed)
+        try:
+            recorded = await self._record(request.idempotency_key, request, sale.unit_cost_cents)
+        except Refused:
+            # The sale happened; the reconciler records its order.
+            raise Unavailable("the order will be recorded shortly; retry with the key") from None
+        if not recorded.replayed:
+            log.info("bought book %s", sale.title)
+        return PurchaseReply(
+            status="completed", order=recorded.order, replayed=recorded.replayed, title=sale.title
+        )
+
+    async def _record(
+        self, key: str, sold: PurchaseRequest | SaleRecord, unit_cost_cents: int
+    ) -> OrderResult:
+        """Raises: NotPrimary, Refused, Abandoned, Unavailable."""
+        result: OrderResult = await self.runtime.submit(
+            RecordOrder(
+                idempotency_key=key,
+                book_id=sold.book_id,
+                quantity=sold.quantity,
+                unit_cost_cents=unit_cost_cents,
+                order_id=uuid.uuid4().hex,
                 created_at=now_rfc3339(),
             )
         )
-        if begin.status == "key_reused":
-            return PurchaseReply(status="key_reused")
-        if begin.status == "completed":
-            return PurchaseReply(status="completed", order=begin.order, replayed=True)
-        if begin.status == "out_of_stock":
-            return PurchaseReply(status="out_of_stock", replayed=True)
-        try:
-            sale = await self._sell(request)
-        except Refused as refused:
-            if begin.status == "started":
-                # This was the only attempt and it definitely did not sell: forget the
-                # purchase, so that nothing sells it later on its own; a retry with the same
-                # key starts afresh. An earlier attempt (status pending) may still sell, so
-                # then the purchase stays pending for the recovery loop, as it does if this
-                # very forgetting fails.
-                await self._forget(request.idempotency_key)
-            raise Unavailable(f"the catalog cannot take sales now: {refused.message}") from None
-        if sale.status == "key_reused":
-            return PurchaseReply(status="key_reused")
-        try:
-            finish: FinishResult = await self.runtime.submit(
-                FinishPurchase(
-                    idempotency_key=request.idempotency_key,
-                    outcome=sale.status,
-                    unit_cost_cents=sale.unit_cost_cents,
-                    order_id=uuid.uuid4().hex,
-                )
-            )
-        except Refused:
-            # The sale happened; the order is recorded later by the recovery loop.
-            raise Unavailable("the order will be recorded shortly; retry with the key") from None
-        if finish.status == "completed":
-            log.info("bought book %s", sale.title)
-        assert finish.status != "aborted"
-        return PurchaseReply(status=finish.status, order=finish.order, title=sale.title)
-
-    async def _forget(self, key: str) -> None:
-        """Raises: Unavailable (the purchase stays pending)."""
-        try:
-            await self.runtime.submit(FinishPurchase(idempotency_key=key, outcome="aborted"))
-        except (Refused, NotPrimary) as error:
-            raise Unavailable(f"the purchase stays pending: {error.message}") from None
+        return result
 
     async def _sell(self, request: PurchaseRequest) -> SaleResult:
         """The catalog sale under the same key (it deduplicates, so retrying is safe): a
         refusal, or an attempt given up because a failover replaced the catalog primary,
         is retried on the new primary until `sell_timeout_ms`.
 
-        Raises: Refused (definitely not sold), Unavailable (outcome unknown: the purchase
-        stays pending and the recovery loop finishes it).
+        Raises: Unavailable (not sold, or the outcome is unknown: then the reconciler
+        records the order if it sold).
         """
         sell = Sell(
             idempotency_key=request.idempotency_key,
@@ -240,42 +242,87 @@ class OrderService:
         except WriteFailed as failed:
             if failed.uncertain:
                 raise Unavailable(f"the sale's outcome is unknown: {failed}") from None
-            raise Refused(f"the catalog primary cannot sell: {failed}") from None
+            raise Unavailable(f"the catalog cannot take sales now: {failed}") from None
         return sale
 
     async def _sell_once(self, sell: Sell, failover: asyncio.Event, timeout_ms: int) -> SaleResult:
         view = self.runtime.view_of("catalog")
-        call = self.process.transport.call(
-            "POST",
-            view.url_of(view.primary) + "/internal/sell",
-            SaleResult,
-            body=sell,
-            timeout_ms=timeout_ms,
-        )
+        url = view.url_of(view.primary) + "/internal/sell"
+        batcher = self.sellers.get(url)
+        if batcher is None:  # one per primary: a stuck call to a replaced one holds no sale up
+            self.sellers = {
+                url: Batcher(partial(self._sell_batch, url), self.limits.batch_commands_max)
+            }
+            batcher = self.sellers[url]
+        call = asyncio.wait_for(batcher.call(sell), timeout_ms / 1000)
         return await unless_changed(call, failover, "sale")
 
-    async def _recovery_loop(self) -> None:
-        """Finish purchases left pending (crash, unreachable catalog), on the primary only."""
+    async def _sell_batch(self, url: str, sells: list[Sell]) -> list[SaleResult | BazarError]:
+        reply = await self.process.transport.call(
+            "POST",
+            url,
+            SaleOutcomes,
+            body=SellBatch(sells=sells),
+            timeout_ms=self.limits.sell_timeout_ms,
+        )
+        return [outcome_of(outcome) for outcome in reply.outcomes]
+
+    # ---------------------------------------------------------------- reconciler
+
+    async def _reconcile_loop(self) -> None:
+        """Record the order of every catalog sale that has none, on the primary only."""
         while True:
             await asyncio.sleep(self.limits.recovery_interval_ms / 1000)
             if self.runtime.core.role != "primary":
                 continue
-            pending = machine.pending_purchases(
-                self.process.store.reader, self.limits.batch_commands_max
+            try:
+                await self.reconcile()
+            except (BazarError, TransportError) as error:
+                log.info("reconciliation deferred: %s", error)
+            except Exception:
+                log.exception("reconciliation failed")
+
+    async def reconcile(self) -> None:
+        """Page through the catalog's completed sales after the mark; record the missing
+        orders; move the mark up to the first sale still in flight here (its own request
+        records it, or the next round does if that request fails).
+
+        Raises: BazarError, TransportError.
+        """
+        reader = self.process.store.reader
+        mark = machine.reconciled_mark(reader)
+        limit = self.limits.page_limit_max
+        while True:
+            view = self.runtime.view_of("catalog")
+            page = await self.process.transport.call(
+                "GET",
+                view.url_of(view.primary)
+                + f"/internal/sales?seq={mark.seq}&key={quote(mark.key, safe='')}&limit={limit}",
+                SalesPage,
+                timeout_ms=self.limits.read_timeout_ms,
             )
-            for begin in pending:
-                if begin.idempotency_key in self.inflight:
-                    continue
-                request = PurchaseRequest(
-                    idempotency_key=begin.idempotency_key,
-                    book_id=begin.book_id,
-                    quantity=begin.quantity,
+            through, missing = mark, []
+            for sale in page.data:
+                if sale.mark.key in self.inflight:
+                    break
+                if machine.order_by_key(reader, sale.mark.key) is None:
+                    missing.append(sale)
+                through = sale.mark
+            if missing:
+                await asyncio.gather(
+                    *(self._record(sale.mark.key, sale, sale.unit_cost_cents) for sale in missing)
                 )
-                try:
-                    await self.purchase(request)
-                except BazarError as error:
-                    log.info("recovery of %s deferred: %s", begin.idempotency_key, error.message)
-                    break
-                except Exception:
-                    log.exception("recovery of %s failed", begin.idempotency_key)
-                    break
+                log.info("transition=orders_reconciled count=%d", len(missing))
+            if through > mark:
+                await self.runtime.submit(Reconciled(through=through))
+            if through != (page.data[-1].mark if page.data else mark) or len(page.data) < limit:
+                return
+            mark = through
+
+
+def outcome_of(outcome: SaleOutcome) -> SaleResult | BazarError:
+    if outcome.result is not None:
+        return outcome.result
+    assert outcome.error is not None
+    error_class = ERRORS_BY_CODE.get(outcome.error.code, Unavailable)
+    return error_class(outcome.error.message)

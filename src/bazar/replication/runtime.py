@@ -354,22 +354,26 @@ class ReplicaRuntime(Generic[C, R]):
 
         Raises: NotPrimary, Refused (definitely not executed), Unavailable.
         """
-        core = self.core
-        if core.role != "primary":
-            raise NotPrimary(f"{self.node.name} is not the primary of the current view")
-        if not core.leased(monotonic_ms()):
-            # Definite: the command is not queued, so it can never run later on its own.
-            raise Refused(f"{self.node.name} holds no lease from the front end")
-        if not core.enough_in_sync():
-            raise Refused(
-                f"fewer than --min-in-sync {core.timing.min_in_sync} replicas are in sync"
-            )
+        self.check_writable()
         if len(self._queue) >= self.limits.inflight_commands_max:
             raise Unavailable("too many writes in flight")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((command, future))
         self._wakeup.set()
         return await asyncio.shield(future)
+
+    def check_writable(self) -> None:
+        """Raises: NotPrimary, Refused (both definite: nothing was queued, so nothing can
+        run later on its own)."""
+        core = self.core
+        if core.role != "primary":
+            raise NotPrimary(f"{self.node.name} is not the primary of the current view")
+        if not core.leased(monotonic_ms()):
+            raise Refused(f"{self.node.name} holds no lease from the front end")
+        if not core.enough_in_sync():
+            raise Refused(
+                f"fewer than --min-in-sync {core.timing.min_in_sync} replicas are in sync"
+            )
 
     async def _batch_loop(self) -> None:
         try:

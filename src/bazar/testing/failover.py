@@ -357,15 +357,15 @@ def live_digests(cluster: Cluster, tier: str) -> dict[str, Any] | None:
 
 
 def quiescent(cluster: Cluster, seen: dict[str, Any]) -> bool:
-    """Every live replica in sync, each tier's live digests equal, no purchase pending (with
-    ample stock every purchase record that is not pending is a completed order)."""
+    """Every live replica in sync, each tier's live digests equal, and every sale has its
+    order (with ample stock every sale record is a completed sale)."""
     seen.clear()
     for tier in TIERS:
         digests = seen[tier] = live_digests(cluster, tier)
         if digests is None or len({json.dumps(d, sort_keys=True) for d in digests.values()}) != 1:
             return False
-    tables = next(iter(seen["order"].values()))["tables"]
-    return bool(tables["purchases"]["rows"] == tables["orders"]["rows"])
+    sales = next(iter(seen["catalog"].values()))["tables"]["sales"]["rows"]
+    return bool(sales == next(iter(seen["order"].values()))["tables"]["orders"]["rows"])
 
 
 def front_end_orders(cluster: Cluster) -> list[dict[str, Any]]:
