@@ -98,7 +98,8 @@ def base_url(url: str) -> str:
     return url.strip().rstrip("/")
 
 
-def _is_loopback(url: str) -> bool:
+def is_loopback(url: str) -> bool:
+    """Whether `url`'s host is this machine (localhost, 127.0.0.0/8, ::1)."""
     host = urllib.parse.urlsplit(url).hostname or ""
     if host in _LOOPBACK_NAMES:
         return True
@@ -110,7 +111,7 @@ def _is_loopback(url: str) -> bool:
 
 def _opener(url: str) -> urllib.request.OpenerDirector:
     # A local cluster must never be reached through an http_proxy from the environment.
-    handlers = [urllib.request.ProxyHandler({})] if _is_loopback(url) else []
+    handlers = [urllib.request.ProxyHandler({})] if is_loopback(url) else []
     return urllib.request.build_opener(*handlers)
 
 
