@@ -31,23 +31,22 @@ import contextlib
 import dataclasses
 import json
 import os
-import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from bazar import bench
+from bazar.bench.command import run_plan
+from bazar.bench.report import RunResult, header
+from bazar.bench.scenarios import plan as bench_plan
 from bazar.testing.clients import (
     BUYERS,
     READERS,
@@ -275,7 +274,7 @@ def watch_rejoin(cluster: Cluster, name: str, pid: int) -> tuple[float, float, i
 class ReplicaPoint:
     replicas: int
     load_average: LoadAverage
-    result: bench.RunResult
+    result: RunResult
 
 
 def replica_points(root: Path, duration_s: float) -> list[ReplicaPoint]:
@@ -287,7 +286,7 @@ def replica_points(root: Path, duration_s: float) -> list[ReplicaPoint]:
         options: dict[str, Any] = {"catalog_replicas": count, "order_replicas": count}
         with running(root / f"replicas-{count}", **options) as cluster:
             wait_until(lambda: all_in_sync(cluster), START_DEADLINE_S, "every replica in sync")
-            specs = bench.plan(
+            specs = bench_plan(
                 cluster.url,
                 scenarios=["purchase"],
                 concurrency=CONCURRENCY,
@@ -296,7 +295,7 @@ def replica_points(root: Path, duration_s: float) -> list[ReplicaPoint]:
             )
             for spec in specs:
                 load_average = os.getloadavg()
-                (result,) = bench.run_plan([spec], admin_token=cluster.admin_token, console=console)
+                (result,) = run_plan([spec], admin_token=cluster.admin_token, console=console)
                 found.append(ReplicaPoint(count, load_average, result))
     return found
 
@@ -378,22 +377,6 @@ def replicas_table(points: Sequence[ReplicaPoint]) -> str:
 
 def milliseconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
-
-
-def header(command: str) -> dict[str, Any]:
-    commit = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return {
-        "command": command,
-        "started": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "commit": commit or None,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "load_average": os.getloadavg(),
-        "note": "the cores may be shared with other processes (test runs of other sessions) "
-        "during the run: each measurement records os.getloadavg() before it starts",
-    }
 
 
 # ---------------------------------------------------------------- main

@@ -8,10 +8,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
-from bazar import bench, client
+from bazar import client
+from bazar.bench import command as bench
+from bazar.bench import scenarios
 from bazar.config import (
     ADMIN_TOKEN_ENV,
     ADMIN_TOKEN_FILE,
@@ -68,6 +71,72 @@ def _membership_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPa
         _membership_options(parser)
 
 
+def _non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text!r}")
+    return value
+
+
+def _bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`bazar bench` (SPEC §4, docs/bench.md): the lab's measurements."""
+    run = commands.add_parser(
+        "bench",
+        help="measure latency, throughput and CPU per request",
+        description="Closed-loop load against a running front end; see docs/bench.md.",
+    )
+    run.add_argument("--url", default=client.DEFAULT_URL, help="the front end")
+    run.add_argument(
+        "--scenario",
+        nargs="+",
+        choices=scenarios.SCENARIO_CHOICES,
+        default=None,
+        help="default: the hits and misses, and with an admin token purchase, mixed and "
+        "invalidation (info and search are the old names of info-hit and search-hit)",
+    )
+    run.add_argument(
+        "--concurrency",
+        nargs="+",
+        type=_positive_int,
+        default=list(scenarios.DEFAULT_CONCURRENCY),
+        help="clients (closed loop), one run per value",
+    )
+    run.add_argument("--duration", type=_positive_seconds, default=scenarios.DEFAULT_DURATION_S)
+    run.add_argument("--warmup", type=_non_negative_seconds, default=scenarios.WARMUP_S)
+    run.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=None,
+        help="load processes per run (default: 1 up to 8 clients, else one per core, at most 4)",
+    )
+    run.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also measure a bare aiohttp server (scenario bare); info-hit as a ratio to it",
+    )
+    run.add_argument("--failover-tier", choices=scenarios.TIERS, default="catalog")
+    run.add_argument(
+        "--kill-after",
+        type=_non_negative_seconds,
+        default=None,
+        help="seconds into the failover run's window (default: a quarter of --duration)",
+    )
+    run.add_argument("--output", default=None, metavar="FILE.json", help="every result, as JSON")
+    run.add_argument("--plots", default=None, metavar="DIR", help="PNG plots")
+    run.add_argument(
+        "--compare",
+        nargs=2,
+        default=None,
+        metavar=("OLD.json", "NEW.json"),
+        help="print a before/after table of two --output files; runs nothing",
+    )
+    run.add_argument("--admin-token", default=None)
+    run.add_argument("--data-dir", default="./data", help="where admin.token is")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bazar", description="Bazar, a replicated bookstore.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -120,14 +189,7 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("-n", "--quantity", type=int, default=1)
             sub.add_argument("--idempotency-key", default=None)
 
-    run = commands.add_parser("bench", help="measure latency and throughput")
-    run.add_argument("--url", default=client.DEFAULT_URL)
-    run.add_argument("--scenario", nargs="+", choices=bench.SCENARIO_NAMES, default=None)
-    run.add_argument("--concurrency", nargs="+", type=int, default=list(bench.DEFAULT_CONCURRENCY))
-    run.add_argument("--duration", type=float, default=bench.DEFAULT_DURATION_S)
-    run.add_argument("--output", default=None)
-    run.add_argument("--admin-token", default=None)
-    run.add_argument("--data-dir", default="./data")
+    _bench_parser(commands)
     _membership_parsers(commands)
     return parser
 
@@ -216,16 +278,29 @@ def _admin_token(args: argparse.Namespace) -> str | None:
     return (path.read_text().strip() or None) if path.exists() else None
 
 
-def _bench(args: argparse.Namespace) -> int:
-    token = _admin_token(args)
-    scenarios = args.scenario or ["info", "search", "list", *(["purchase"] if token else [])]
+def _bench(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.compare:
+        old, new = args.compare
+        return bench.compare_command(old, new)
+    try:
+        token = _admin_token(args)
+    except OSError as err:
+        print(f"error usage: cannot read the admin token: {err}", file=sys.stderr)
+        return client.EXIT_USAGE
+    writes = scenarios.DEFAULT_WRITE_SCENARIOS if token else ()
     return bench.bench_command(
         args.url,
-        scenarios=scenarios,
+        scenarios=args.scenario or [*scenarios.DEFAULT_SCENARIOS, *writes],
         concurrency=args.concurrency,
         duration_s=args.duration,
         admin_token=token,
         output=args.output,
+        plots=args.plots,
+        warmup_s=args.warmup,
+        processes=args.processes,
+        baseline=args.baseline,
+        failover_options=scenarios.FailoverOptions(args.failover_tier, args.kill_after),
+        command=shlex.join(["bazar", *argv]),
     )
 
 
@@ -277,7 +352,7 @@ def run(argv: list[str]) -> int:
         return client.status_command(args.url, as_json=args.json)
     if args.command in ("replica", "switchover"):
         return _membership(args)
-    return _bench(args)
+    return _bench(args, argv)
 
 
 def main() -> None:

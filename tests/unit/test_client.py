@@ -23,7 +23,9 @@ from typing import Any, cast
 import pytest
 from rich.console import Console
 
-from bazar import bench, client
+from bazar import client
+from bazar.bench import command as bench
+from bazar.bench.scenarios import RESTOCK
 from bazar.wire import Book
 
 BOOK = {
@@ -224,22 +226,6 @@ def test_base_url_rejects_what_is_not_http(url: str) -> None:
 
 def test_base_url_strips_the_trailing_slash() -> None:
     assert client.base_url(" http://127.0.0.1:8002/ ") == "http://127.0.0.1:8002"
-
-
-def test_percentile_is_nearest_rank() -> None:
-    values = list(range(1, 101))
-    assert [bench.percentile(values, p) for p in (50, 90, 99, 100)] == [50, 90, 99, 100]
-    assert bench.percentile([7], 50) == 7
-    assert bench.percentile([1, 2], 50) == 1
-    assert bench.percentile([1, 2], 51) == 2
-    with pytest.raises(ValueError, match="no values"):
-        bench.percentile([], 50)
-
-
-def test_summarize_reports_milliseconds() -> None:
-    summary = bench.summarize(reversed([ms * 1_000_000 for ms in range(1, 101)]))
-    assert summary == bench.Summary(100, 50.0, 90.0, 99.0, 100.0)
-    assert bench.summarize([]) == bench.Summary(0, None, None, None, None)
 
 
 def test_a_book_is_formatted_with_its_cost_and_literal_title() -> None:
@@ -479,17 +465,18 @@ def test_bench_measures_and_writes_json(fake: FakeServer, tmp_path: Path) -> Non
         warmup_s=0.0,
     )
     assert status == 0
-    rows = json.loads(output.read_text())
-    assert [(row["scenario"], row["concurrency"]) for row in rows] == [("info", 2), ("purchase", 2)]
+    rows = json.loads(output.read_text())["results"]
+    pairs = [(row["scenario"], row["concurrency"]) for row in rows]
+    assert pairs == [("info-hit", 2), ("purchase", 2)]
     info, purchase = rows
     assert info["requests"] > 0
     assert info["non_2xx"] == 0
     assert purchase["non_2xx"] == purchase["statuses"]["409"] == purchase["requests"] - 1
-    for key in ("throughput_rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "timestamp"):
+    for key in ("throughput_rps", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "timestamp"):
         assert key in info
     (patch,) = fake.requests("PATCH")
     assert patch.headers["authorization"] == "Bearer tok"
-    assert json.loads(patch.body) == {"stock_delta": bench.RESTOCK}
+    assert json.loads(patch.body) == {"stock_delta": RESTOCK}
     keys = [post.headers["idempotency-key"] for post in fake.requests("POST")]
     assert len(keys) == len(set(keys)) == purchase["requests"]
 
