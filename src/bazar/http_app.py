@@ -95,19 +95,20 @@ class EdgeMiddleware:
         if len(path) > 1 and path.endswith("/") and raw.endswith(b"/"):
             scope = dict(scope)  # one literal trailing slash; an encoded %2F is data
             scope["path"] = path[:-1]
-        request_id = _request_id(scope)
+        rid = request_id(scope)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id))
+                headers.append((b"x-request-id", rid))
                 message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, send_with_id)
 
 
-def _request_id(scope: Scope) -> bytes:
+def request_id(scope: Scope) -> bytes:
+    """The client's `X-Request-Id` when it is printable ASCII of sane length, else a new one."""
     for name, value in scope["headers"]:
         if name == b"x-request-id":
             text = value.decode("latin-1")

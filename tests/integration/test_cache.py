@@ -155,6 +155,30 @@ def test_a_miss_costs_exactly_one_backend_read_and_a_hit_none(hooked: Cluster) -
     assert backend_reads(hooked) == before + 1
 
 
+def test_a_no_cache_read_goes_to_a_replica_and_a_hit_answers_alike(hooked: Cluster) -> None:
+    """`Cache-Control: no-cache` (what `bazar bench` uses to measure misses) costs one
+    backend read each time; a hit, answered before routing, has the same body and headers
+    (content type, length, the client's request id echoed)."""
+    for path in ("/info/2", "/search/distributed", "/info"):
+        assert hooked.json("GET", path)[0] == 200  # cached now
+        before = backend_reads(hooked)
+        fresh = [
+            hooked.request("GET", path, headers={"Cache-Control": "no-cache", "X-Request-Id": "f"})
+            for _ in range(3)
+        ]
+        assert backend_reads(hooked) == before + 3, path
+        hit = hooked.request("GET", path, headers={"X-Request-Id": "hit-1"})
+        assert backend_reads(hooked) == before + 3, path
+        assert hit[0] == 200
+        assert hit[2] == fresh[-1][2], path
+        for status, headers, body in (*fresh, hit):
+            assert status == 200, body
+            assert headers["content-type"] == "application/json", headers
+            assert int(headers["content-length"]) == len(body), headers
+        assert hit[1]["x-request-id"] == "hit-1"
+        assert fresh[0][1]["x-request-id"] == "f"
+
+
 def test_unknown_books_and_failed_reads_are_not_cached(hooked: Cluster) -> None:
     before = cache_stats(hooked)["entries"]
     assert hooked.json("GET", "/info/999")[0] == 404

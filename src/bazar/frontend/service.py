@@ -36,6 +36,7 @@ from bazar.errors import (
 from bazar.frontend import openapi, pages
 from bazar.frontend.balancer import RoundRobin
 from bazar.frontend.cache import LIST_KEY, Cache, book_key, topic_key
+from bazar.frontend.hits import MISSED, HitPath, wants_fresh
 from bazar.frontend.membership import Membership
 from bazar.frontend.views import Leases, ViewManager, initial_view
 from bazar.http_app import build_app, json_response, read_body, require_token
@@ -197,7 +198,10 @@ class Frontend:
             Route("/admin/replicas/{name}", self.membership.remove, methods=["DELETE"]),
             Route("/admin/switchover", self.membership.switchover, methods=["POST"]),
         ]
-        return self.metrics.middleware(build_app(routes, lifespan=self.lifespan))
+        app = self.metrics.middleware(build_app(routes, lifespan=self.lifespan))
+        if not self.cache_enabled:
+            return app
+        return HitPath(self.cache, self.metrics, self.limits.topic_chars_max, app)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -378,8 +382,12 @@ class Frontend:
                     self._failed_until_ms[name] = monotonic_ms() + self.limits.read_timeout_ms
         return None
 
-    def _cached(self, key: str) -> Response | None:
-        if not self.cache_enabled:
+    def _cached(self, key: str, request: Request) -> Response | None:
+        """The stored answer, unless the cache is off, the client asked for a fresh read
+        (`Cache-Control: no-cache`) or the fast path has just missed it."""
+        if not self.cache_enabled or MISSED in request.scope:
+            return None
+        if wants_fresh(request.scope["headers"]):
             return None
         body = self.cache.get(key, monotonic_ms())
         return None if body is None else json_response(body)
@@ -397,9 +405,9 @@ class Frontend:
         if self.cache_enabled and ready:
             self.cache.fill(key, body, version, books, monotonic_ms())
 
-    async def _books_read(self, key: str, path: str) -> Response:
+    async def _books_read(self, key: str, path: str, request: Request) -> Response:
         """A list of books (search or all), cached under its logical key."""
-        hit = self._cached(key)
+        hit = self._cached(key, request)
         if hit is not None:
             return hit
         ready = self.cache_ready  # as the read starts: see _fill
@@ -416,15 +424,15 @@ class Frontend:
         topic = search_topic(request.path_params["topic"], self.limits.topic_chars_max)
         # As a query parameter: in a path, a topic of "." or ".." would be normalised away.
         path = "/search?topic=" + quote(topic, safe="")
-        return await self._books_read(topic_key(topic), path)
+        return await self._books_read(topic_key(topic), path, request)
 
     async def _info_all(self, request: Request) -> Response:
-        return await self._books_read(LIST_KEY, "/books")
+        return await self._books_read(LIST_KEY, "/books", request)
 
     async def _info(self, request: Request) -> Response:
         book_id = positive_id(request.path_params["id"])
         key = book_key(book_id)
-        hit = self._cached(key)
+        hit = self._cached(key, request)
         if hit is not None:
             return hit
         ready = self.cache_ready
