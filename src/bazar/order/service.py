@@ -54,6 +54,7 @@ from bazar.wire import (
     Reconciled,
     RecordOrder,
     Row,
+    SaleMark,
     SaleOutcome,
     SaleOutcomes,
     SaleRecord,
@@ -88,6 +89,8 @@ class OrderService:
         self.limits = cluster.limits
         self.inflight: dict[str, tuple[PurchaseRequest, asyncio.Future[PurchaseReply]]] = {}
         self.sellers: dict[str, Batcher[Sell, SaleResult]] = {}
+        self.mark = SaleMark(seq=0, key="")  # the reconciler's, see reconcile()
+        self.unsaved = 0
         self.process.background.append(self._reconcile_loop)
 
     def app(self) -> ASGIApp:
@@ -287,10 +290,16 @@ class OrderService:
         orders; move the mark up to the first sale still in flight here (its own request
         records it, or the next round does if that request fails).
 
+        The mark lives in memory (once true, "every sale up to here has its order" stays
+        true); it is replicated (`Reconciled`) only after recording orders or every
+        `page_limit_max` sales, so a quiet cluster stays quiet and a new primary rescans a
+        bounded tail.
+
         Raises: BazarError, TransportError.
         """
         reader = self.process.store.reader
-        mark = machine.reconciled_mark(reader)
+        saved = machine.reconciled_mark(reader)
+        mark = max(saved, self.mark)
         limit = self.limits.page_limit_max
         while True:
             view = self.runtime.view_of("catalog")
@@ -308,13 +317,16 @@ class OrderService:
                 if machine.order_by_key(reader, sale.mark.key) is None:
                     missing.append(sale)
                 through = sale.mark
+                self.unsaved += 1
             if missing:
                 await asyncio.gather(
                     *(self._record(sale.mark.key, sale, sale.unit_cost_cents) for sale in missing)
                 )
                 log.info("transition=orders_reconciled count=%d", len(missing))
-            if through > mark:
+            self.mark = through
+            if through > saved and (missing or self.unsaved >= limit):
                 await self.runtime.submit(Reconciled(through=through))
+                saved, self.unsaved = through, 0
             if through != (page.data[-1].mark if page.data else mark) or len(page.data) < limit:
                 return
             mark = through
