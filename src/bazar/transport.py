@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
@@ -24,6 +25,7 @@ T = TypeVar("T")
 Item = TypeVar("Item")
 Out = TypeVar("Out")
 
+log = logging.getLogger("bazar.transport")
 _error_decoder = msgspec.json.Decoder(ErrorBody)
 
 
@@ -190,14 +192,18 @@ class Batcher(Generic[Item, Out]):
         self._queue: list[tuple[Item, asyncio.Future[Out]]] = []
         self._sender: asyncio.Task[None] | None = None
 
-    async def call(self, item: Item) -> Out:
-        """Raises: what `send` raised for the whole batch, or this item's BazarError."""
+    async def call(self, item: Item, timeout_ms: int) -> Out:
+        """Raises: TransportError (indefinite: no answer in time, the item may still be
+        sent), what `send` raised for the whole batch, or this item's BazarError."""
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)  # a waiter that gave up leaves no warning
         self._queue.append((item, future))
         if self._sender is None:
             self._sender = asyncio.ensure_future(self._drain())
-        return await asyncio.shield(future)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_ms / 1000)
+        except TimeoutError:
+            raise TransportError(f"no answer in {timeout_ms} ms", definite=False) from None
 
     async def _drain(self) -> None:
         try:
@@ -206,10 +212,14 @@ class Batcher(Generic[Item, Out]):
                 del self._queue[: len(batch)]
                 try:
                     results = await self._send([item for item, _ in batch])
+                    if len(results) != len(batch):
+                        raise TransportError("a reply for another batch size", definite=False)
                 except (TransportError, BazarError) as error:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
+                    _fail(batch, error)
+                    continue
+                except Exception as error:  # a bug or a closed session: never strand a caller
+                    log.exception("batched call failed")
+                    _fail(batch, TransportError(f"batched call failed: {error}", definite=False))
                     continue
                 for (_, future), result in zip(batch, results, strict=True):
                     if future.done():
@@ -219,7 +229,13 @@ class Batcher(Generic[Item, Out]):
                     else:
                         future.set_result(result)
         finally:
-            self._sender = None
+            self._sender = None  # (cancelled at shutdown: each caller's timeout answers it)
+
+
+def _fail(batch: list[tuple[Any, asyncio.Future[Any]]], error: Exception) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

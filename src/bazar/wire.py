@@ -400,6 +400,7 @@ class SaleRecord(Struct, frozen=True):
     book_id: int
     quantity: int
     unit_cost_cents: int
+    title: str = ""
 
 
 class SalesPage(Struct, frozen=True):

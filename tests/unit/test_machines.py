@@ -178,6 +178,9 @@ def test_completed_sales_page_in_commit_order(stores: tuple[Store, Store]) -> No
         SaleMark(3, "d"),
     ]
     assert (everything[0].book_id, everything[0].quantity) == (1, 2)
+    book = catalog.read_book(primary.reader, 1)
+    assert book is not None
+    assert everything[0].title == book["title"]  # for the order service's log line
     after_a = catalog.read_sales(primary.reader, SaleMark(seq=1, key="a"), 1)
     assert [sale.mark for sale in after_a] == [SaleMark(1, "b")]
     assert catalog.read_sales(primary.reader, SaleMark(seq=3, key="d"), 10) == []

@@ -245,8 +245,9 @@ def read_sales(conn: sqlite3.Connection, after: SaleMark, limit: int) -> list[Sa
     """Completed sales after `after`, in commit order: the order tier's reconciler finds
     those without an order here."""
     rows = conn.execute(
-        "SELECT * FROM sales WHERE status = 'ok' AND (seq, idempotency_key) > (?, ?)"
-        " ORDER BY seq, idempotency_key LIMIT ?",
+        "SELECT s.*, b.title FROM sales s LEFT JOIN books b ON b.id = s.book_id"
+        " WHERE s.status = 'ok' AND (s.seq, s.idempotency_key) > (?, ?)"
+        " ORDER BY s.seq, s.idempotency_key LIMIT ?",
         (after.seq, after.key, limit),
     )
     return [
@@ -255,6 +256,7 @@ def read_sales(conn: sqlite3.Connection, after: SaleMark, limit: int) -> list[Sa
             book_id=row["book_id"],
             quantity=row["quantity"],
             unit_cost_cents=row["unit_cost_cents"],
+            title=row["title"] or "",
         )
         for row in rows
     ]

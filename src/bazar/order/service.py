@@ -28,9 +28,11 @@ from starlette.types import ASGIApp
 from bazar.config import Cluster, Node, Secrets
 from bazar.errors import (
     ERRORS_BY_CODE,
+    Abandoned,
     BazarError,
     InvalidRequest,
     NotFound,
+    NotPrimary,
     Refused,
     Unavailable,
 )
@@ -66,6 +68,7 @@ from bazar.wire import (
 )
 
 log = logging.getLogger("bazar.order")
+SELL_OVERHEAD_BYTES = 96  # a Sell's JSON besides its key, with room to spare
 
 
 def now_rfc3339() -> str:
@@ -89,6 +92,12 @@ class OrderService:
         self.limits = cluster.limits
         self.inflight: dict[str, tuple[PurchaseRequest, asyncio.Future[PurchaseReply]]] = {}
         self.sellers: dict[str, Batcher[Sell, SaleResult]] = {}
+        # As many sales as always fit one request body at the catalog, whatever the keys
+        # (a printable ASCII key is at most twice its length in JSON).
+        sell_bytes_max = 2 * self.limits.idempotency_key_chars_max + SELL_OVERHEAD_BYTES
+        self.sells_per_call = max(
+            1, min(self.limits.batch_commands_max, self.limits.request_bytes_max // sell_bytes_max)
+        )
         self.mark = SaleMark(seq=0, key="")  # the reconciler's, see reconcile()
         self.unsaved = 0
         self.process.background.append(self._reconcile_loop)
@@ -196,9 +205,11 @@ class OrderService:
             return PurchaseReply(status="out_of_stock", replayed=sale.replayed)
         try:
             recorded = await self._record(request.idempotency_key, request, sale.unit_cost_cents)
-        except Refused:
-            # The sale happened; the reconciler records its order.
-            raise Unavailable("the order will be recorded shortly; retry with the key") from None
+        except (Refused, NotPrimary):
+            # The sale happened but its order is not recorded here. Abandoned (an unknown
+            # outcome, not a refusal): the front end retries the key on the order primary,
+            # which records it, unless the reconciler was first.
+            raise Abandoned("the sale is done and its order not yet recorded") from None
         if not recorded.replayed:
             log.info("bought book %s", sale.title)
         return PurchaseReply(
@@ -246,6 +257,8 @@ class OrderService:
             if failed.uncertain:
                 raise Unavailable(f"the sale's outcome is unknown: {failed}") from None
             raise Unavailable(f"the catalog cannot take sales now: {failed}") from None
+        except BazarError as error:  # a definite refusal of the whole call: nothing sold
+            raise Unavailable(f"the catalog refused the sale: {error.message}") from None
         return sale
 
     async def _sell_once(self, sell: Sell, failover: asyncio.Event, timeout_ms: int) -> SaleResult:
@@ -253,12 +266,9 @@ class OrderService:
         url = view.url_of(view.primary) + "/internal/sell"
         batcher = self.sellers.get(url)
         if batcher is None:  # one per primary: a stuck call to a replaced one holds no sale up
-            self.sellers = {
-                url: Batcher(partial(self._sell_batch, url), self.limits.batch_commands_max)
-            }
-            batcher = self.sellers[url]
-        call = asyncio.wait_for(batcher.call(sell), timeout_ms / 1000)
-        return await unless_changed(call, failover, "sale")
+            batcher = Batcher(partial(self._sell_batch, url), self.sells_per_call)
+            self.sellers = {url: batcher}
+        return await unless_changed(batcher.call(sell, timeout_ms), failover, "sale")
 
     async def _sell_batch(self, url: str, sells: list[Sell]) -> list[SaleResult | BazarError]:
         reply = await self.process.transport.call(
@@ -319,9 +329,12 @@ class OrderService:
                 through = sale.mark
                 self.unsaved += 1
             if missing:
-                await asyncio.gather(
+                results = await asyncio.gather(
                     *(self._record(sale.mark.key, sale, sale.unit_cost_cents) for sale in missing)
                 )
+                for sale, result in zip(missing, results, strict=True):
+                    if not result.replayed:
+                        log.info("bought book %s", sale.title)
                 log.info("transition=orders_reconciled count=%d", len(missing))
             self.mark = through
             if through > saved and (missing or self.unsaved >= limit):

@@ -1,0 +1,102 @@
+"""`transport.Batcher`, the group commit across the order -> catalog hop: calls made while
+one is out travel together in the next, each caller gets its own result or error, and no
+caller is ever stranded (a failed call, a bug in the reply, a timeout)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bazar.errors import BazarError, NotPrimary, Refused
+from bazar.transport import Batcher, TransportError
+
+
+class FakeCatalog:
+    """Answers each batch when the test releases it; records the batches it saw."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.release = asyncio.Event()
+        self.fail_with: Exception | None = None
+
+    async def send(self, items: list[int]) -> list[int | BazarError]:
+        self.batches.append(items)
+        await self.release.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        return [Refused("no") if item < 0 else item * 10 for item in items]
+
+
+def run(coroutine: object) -> object:
+    return asyncio.run(coroutine)  # type: ignore[arg-type]
+
+
+def test_calls_made_while_one_is_out_go_together_in_the_next() -> None:
+    async def scenario() -> None:
+        catalog = FakeCatalog()
+        batcher: Batcher[int, int] = Batcher(catalog.send, items_max=3)
+        first = asyncio.ensure_future(batcher.call(1, 1000))
+        await asyncio.sleep(0)
+        rest = [asyncio.ensure_future(batcher.call(n, 1000)) for n in (2, 3, 4, 5, -6)]
+        await asyncio.sleep(0)
+        catalog.release.set()
+        assert await first == 10
+        assert [await call for call in rest[:4]] == [20, 30, 40, 50]
+        with pytest.raises(Refused):
+            await rest[4]
+        assert catalog.batches == [[1], [2, 3, 4], [5, -6]]  # at most items_max per call
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (NotPrimary("moved"), NotPrimary),
+        (TransportError("reset", definite=False), TransportError),
+        (ValueError("a bug"), TransportError),  # never strands its callers
+    ],
+)
+def test_a_failed_call_fails_each_of_its_items(error: Exception, expected: type) -> None:
+    async def scenario() -> None:
+        catalog = FakeCatalog()
+        catalog.fail_with = error
+        batcher: Batcher[int, int] = Batcher(catalog.send, items_max=8)
+        calls = [asyncio.ensure_future(batcher.call(n, 1000)) for n in (1, 2)]
+        await asyncio.sleep(0)
+        catalog.release.set()
+        for call in calls:
+            with pytest.raises(expected):
+                await call
+        catalog.fail_with = None  # the batcher still works afterwards
+        assert await batcher.call(3, 1000) == 30
+
+    run(scenario())
+
+
+def test_a_reply_of_the_wrong_size_is_an_unknown_outcome() -> None:
+    async def short(items: list[int]) -> list[int | BazarError]:
+        answered: list[int | BazarError] = list(items[:-1])
+        return answered
+
+    async def scenario() -> None:
+        batcher: Batcher[int, int] = Batcher(short, items_max=8)
+        calls = [asyncio.ensure_future(batcher.call(n, 1000)) for n in (1, 2)]
+        for call in calls:
+            with pytest.raises(TransportError) as raised:
+                await call
+            assert not raised.value.definite
+
+    run(scenario())
+
+
+def test_a_caller_that_waited_too_long_gets_an_unknown_outcome() -> None:
+    async def scenario() -> None:
+        catalog = FakeCatalog()  # never released
+        batcher: Batcher[int, int] = Batcher(catalog.send, items_max=8)
+        with pytest.raises(TransportError) as raised:
+            await batcher.call(1, 20)
+        assert not raised.value.definite  # it may still be sent and done
+
+    run(scenario())
