@@ -228,7 +228,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from bazar import server
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     cluster = load_cluster(Path(args.config))
@@ -249,19 +249,7 @@ def _serve(args: argparse.Namespace) -> int:
         from bazar.order.service import OrderService
 
         app = OrderService(cluster, node, secrets).app()
-    config = uvicorn.Config(
-        app,
-        host=node.host,
-        port=node.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-        lifespan="on",
-        backlog=2048,
-        timeout_graceful_shutdown=2,
-    )
-    uvicorn.Server(config).run()
+    server.serve(app, node.host, node.port)
     return 0
 
 
