@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bazar.bench.command import cluster_data, frontend_pid, server_pids
 from bazar.testing.cluster import Cluster
 
 
@@ -34,14 +35,8 @@ def rss_kib(pid: int) -> int | None:
 
 
 def pids(cluster: Cluster) -> dict[str, int]:
-    info = cluster.cluster_info()
-    found = {r["name"]: r["pid"] for t in ("catalog", "order") for r in info[t]["replicas"]}
-    listening = subprocess.run(
-        ["ss", "-ltnpH", f"sport = :{cluster.port}"], capture_output=True, text=True, check=False
-    ).stdout
-    if "pid=" in listening:
-        found["frontend"] = int(listening.split("pid=", 1)[1].split(",", 1)[0])
-    return found
+    found = server_pids(cluster_data(cluster.url), frontend_pid(cluster.url))
+    return {name: pid for name, pid in found.items() if pid is not None}
 
 
 def main() -> None:
