@@ -63,7 +63,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     lease_margin_ms: int = 100
     """Clock-rate drift and scheduling slack the front end adds before it drops a replica."""
     lease_timeout_ms: int = 300
-    tick_ms: int = 10
+    tick_ms: int = 20
+    """A replica's timer step (lease renewals, retries, commit notices). Each wake-up costs
+    CPU even when idle: 10 ms cost each replica 3.2 % of a core doing nothing, 20 ms 2.2 %."""
     view_tick_ms: int = 20
     commit_check_timeout_ms: int = 200
     """A backup asking the primary whether a staged write committed: below
