@@ -182,3 +182,11 @@ def test_families_put_hits_and_misses_together() -> None:
     assert {plots.family(n) for n in ("bare", "info-hit", "info-miss")} == {"info"}
     assert {plots.family(n) for n in ("search-hit", "search-miss")} == {"search"}
     assert plots.family("invalidation") == "invalidation"
+
+
+def test_the_admin_token_never_reaches_a_result_file() -> None:
+    command = "bazar bench --admin-token s3cret --scenario purchase --admin-token=other"
+    meta = report.header(command)
+    assert "s3cret" not in meta["command"]
+    assert "other" not in meta["command"]
+    assert meta["command"].startswith("bazar bench --admin-token <redacted> --scenario purchase")

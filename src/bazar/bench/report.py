@@ -197,6 +197,17 @@ def failover_table(results: Sequence[RunResult]) -> Table:
 # ---------------------------------------------------------------- JSON
 
 
+def redacted(command: str) -> str:
+    """The command line without the admin token's value (result files get shared)."""
+    words = command.split()
+    for index, word in enumerate(words):
+        if word.startswith("--admin-token="):
+            words[index] = "--admin-token=<redacted>"
+        elif word == "--admin-token" and index + 1 < len(words):
+            words[index + 1] = "<redacted>"
+    return " ".join(words)
+
+
 def header(command: str) -> dict[str, Any]:
     """Where and when a measurement was made: the cores may be shared, so the load average."""
     try:
@@ -206,7 +217,7 @@ def header(command: str) -> dict[str, Any]:
     except OSError:  # no git here: the commit is unknown
         commit = ""
     return {
-        "command": command,
+        "command": redacted(command),
         "started": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "commit": commit or None,
         "cpus": os.cpu_count(),
