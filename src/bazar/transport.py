@@ -12,14 +12,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import aiohttp
 import msgspec
 
-from bazar.errors import ERRORS_BY_CODE, Abandoned, BazarError, NotPrimary, Refused
-from bazar.wire import ErrorBody, encode
+from bazar.config import Limits
+from bazar.errors import ERRORS_BY_CODE, Abandoned, BazarError, NotPrimary, Refused, Unavailable
+from bazar.wire import ErrorBody, ErrorDetail, encode
 
 T = TypeVar("T")
 Item = TypeVar("Item")
@@ -107,7 +108,7 @@ def _peer_error(url: str, status: int, payload: bytes) -> BazarError | Transport
     return error_class(detail.message)
 
 
-async def unless_changed(call: Coroutine[Any, Any, T], changed: asyncio.Event, what: str) -> T:
+async def unless_changed(call: Awaitable[T], changed: asyncio.Event, what: str) -> T:
     """Await `call`, but give it up as soon as `changed` is set (a failover replaced the
     primary it was sent to): its outcome is then unknown.
 
@@ -185,7 +186,7 @@ class Batcher(Generic[Item, Out]):
     so under load one request carries many items and at one client none waits."""
 
     def __init__(
-        self, send: Callable[[list[Item]], Awaitable[list[Out | BazarError]]], items_max: int
+        self, send: Callable[[list[Item]], Awaitable[list[Out | Exception]]], items_max: int
     ) -> None:
         self._send = send
         self._items_max = items_max
@@ -224,12 +225,28 @@ class Batcher(Generic[Item, Out]):
                 for (_, future), result in zip(batch, results, strict=True):
                     if future.done():
                         continue
-                    if isinstance(result, BazarError):
+                    if isinstance(result, Exception):
                         future.set_exception(result)
                     else:
                         future.set_result(result)
         finally:
             self._sender = None  # (cancelled at shutdown: each caller's timeout answers it)
+
+
+def keyed_items_per_call(limits: Limits, overhead_bytes: int) -> int:
+    """How many keyed items (sales, purchases) always fit one request body, whatever their
+    keys: a printable ASCII key is at most twice its length in JSON."""
+    item_bytes_max = 2 * limits.idempotency_key_chars_max + overhead_bytes
+    return max(1, min(limits.batch_commands_max, limits.request_bytes_max // item_bytes_max))
+
+
+def outcome_of(result: T | None, error: ErrorDetail | None) -> T | Exception:
+    """One item of a batched reply: its result, or its error as the BazarError it names."""
+    if result is not None:
+        return result
+    if error is None:
+        return TransportError("an item with neither result nor error", definite=False)
+    return ERRORS_BY_CODE.get(error.code, Unavailable)(error.message)
 
 
 def _fail(batch: list[tuple[Any, asyncio.Future[Any]]], error: Exception) -> None:

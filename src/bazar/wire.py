@@ -459,6 +459,24 @@ class PurchaseReply(Struct, frozen=True):
     title: str = ""
 
 
+class PurchaseBatch(Struct, frozen=True):
+    """Front end -> order primary: the purchases that arrived while the previous call was
+    out, as one call (each runs on its own there; their sales and orders batch again)."""
+
+    purchases: list[PurchaseRequest]
+
+
+class PurchaseOutcome(Struct, frozen=True):
+    """One purchase of a `PurchaseBatch`: its reply, or the error that one purchase got."""
+
+    reply: PurchaseReply | None = None
+    error: ErrorDetail | None = None
+
+
+class PurchaseOutcomes(Struct, frozen=True):
+    outcomes: list[PurchaseOutcome]
+
+
 def cents_to_cost(cents: int) -> float:
     return cents / 100
 

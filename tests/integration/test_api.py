@@ -1066,10 +1066,11 @@ ORDER_INTERNAL = [
 INTERNAL = [("catalog", m, p) for m, p in CATALOG_INTERNAL] + [
     ("order", m, p) for m, p in ORDER_INTERNAL
 ]
-WRITE_BODIES = {
-    "/internal/sell": {"idempotency_key": "intruder", "book_id": 1, "quantity": 1},
+INTRUDER = {"idempotency_key": "intruder", "book_id": 1, "quantity": 1}
+WRITE_BODIES = {  # valid writes: only the missing secret stops them
+    "/internal/sell": {"sells": [INTRUDER]},
     "/internal/books/1": {"book_id": 1, "stock_delta": -1},
-    "/internal/purchase": {"idempotency_key": "intruder", "book_id": 1, "quantity": 1},
+    "/internal/purchase": {"purchases": [INTRUDER]},
 }
 
 

@@ -8,8 +8,10 @@ import asyncio
 
 import pytest
 
-from bazar.errors import BazarError, NotPrimary, Refused
-from bazar.transport import Batcher, TransportError
+from bazar.config import Limits
+from bazar.errors import NotPrimary, Refused, Unavailable
+from bazar.transport import Batcher, TransportError, keyed_items_per_call, outcome_of
+from bazar.wire import ErrorDetail, Sell, SellBatch, encode
 
 
 class FakeCatalog:
@@ -20,7 +22,7 @@ class FakeCatalog:
         self.release = asyncio.Event()
         self.fail_with: Exception | None = None
 
-    async def send(self, items: list[int]) -> list[int | BazarError]:
+    async def send(self, items: list[int]) -> list[int | Exception]:
         self.batches.append(items)
         await self.release.wait()
         if self.fail_with is not None:
@@ -76,8 +78,8 @@ def test_a_failed_call_fails_each_of_its_items(error: Exception, expected: type)
 
 
 def test_a_reply_of_the_wrong_size_is_an_unknown_outcome() -> None:
-    async def short(items: list[int]) -> list[int | BazarError]:
-        answered: list[int | BazarError] = list(items[:-1])
+    async def short(items: list[int]) -> list[int | Exception]:
+        answered: list[int | Exception] = list(items[:-1])
         return answered
 
     async def scenario() -> None:
@@ -100,3 +102,24 @@ def test_a_caller_that_waited_too_long_gets_an_unknown_outcome() -> None:
         assert not raised.value.definite  # it may still be sent and done
 
     run(scenario())
+
+
+def test_a_batch_of_the_largest_keys_fits_one_request_body() -> None:
+    limits = Limits()
+    per_call = keyed_items_per_call(limits, overhead_bytes=96)
+    assert 1 <= per_call <= limits.batch_commands_max
+    worst_key = '"\\' * (limits.idempotency_key_chars_max // 2) + "k"  # escapes double in JSON
+    assert len(worst_key) <= limits.idempotency_key_chars_max
+    sells = [Sell(idempotency_key=worst_key, book_id=2**62, quantity=1000)] * per_call
+    assert len(encode(SellBatch(sells=sells))) <= limits.request_bytes_max
+
+
+def test_an_item_is_its_result_or_the_error_it_names() -> None:
+    assert outcome_of(7, None) == 7
+    error = outcome_of(None, ErrorDetail(code="not_primary", message="moved"))
+    assert isinstance(error, NotPrimary)
+    assert error.message == "moved"
+    assert isinstance(outcome_of(None, ErrorDetail(code="no-such-code", message="?")), Unavailable)
+    unknown = outcome_of(None, None)
+    assert isinstance(unknown, TransportError)
+    assert not unknown.definite

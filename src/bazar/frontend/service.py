@@ -12,7 +12,8 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
@@ -52,9 +53,12 @@ from bazar.request import (
     search_topic,
 )
 from bazar.transport import (
+    Batcher,
     Transport,
     TransportError,
     WriteFailed,
+    keyed_items_per_call,
+    outcome_of,
     unless_changed,
     write_to_primary,
 )
@@ -73,7 +77,9 @@ from bazar.wire import (
     Member,
     OrderData,
     OrderPage,
+    PurchaseBatch,
     PurchaseData,
+    PurchaseOutcomes,
     PurchaseReply,
     PurchaseRequest,
     ReplicaInfo,
@@ -87,6 +93,7 @@ from bazar.wire import (
 
 T = TypeVar("T")
 log = logging.getLogger("bazar.frontend")
+PURCHASE_OVERHEAD_BYTES = 96  # a PurchaseRequest's JSON besides its key, with room to spare
 
 _views_decoder = msgspec.json.Decoder(dict[str, View])
 
@@ -173,6 +180,8 @@ class Frontend:
         self._writes_inflight: dict[str, int] = dict.fromkeys(REPLICATED_TIERS, 0)
         self._writes_drained = asyncio.Event()
         self.membership = Membership(self, cluster_file)
+        self._purchasers: dict[str, Batcher[PurchaseRequest, PurchaseReply]] = {}
+        self._purchases_per_call = keyed_items_per_call(self.limits, PURCHASE_OVERHEAD_BYTES)
 
     # ---------------------------------------------------------------- app and lifecycle
 
@@ -271,20 +280,21 @@ class Frontend:
         return json_response(LeaseReply(views=views, granted=granted))
 
     async def _write(
-        self, tier: str, path: str, reply_type: type[T], body: object, *, keyed: bool
+        self, tier: str, call: Callable[[str, int], Awaitable[T]], *, keyed: bool
     ) -> tuple[T, bool]:
-        """A write to the tier's primary. A definite refusal (not the primary, no lease,
-        connection refused) is retried, on the new primary once a failover has named one,
-        until `write_retry_deadline_ms`; so is a call given up because a failover replaced
-        its primary, but only for a `keyed` write (a purchase: the key makes a second
-        attempt safe). Returns the reply and whether an earlier attempt may have run.
+        """A write to the tier's primary: `call(primary's URL, timeout_ms)` makes one attempt.
+        A definite refusal (not the primary, no lease, connection refused) is retried, on the
+        new primary once a failover has named one, until `write_retry_deadline_ms`; so is a
+        call given up because a failover replaced its primary, but only for a `keyed` write
+        (a purchase: the key makes a second attempt safe). Returns the reply and whether an
+        earlier attempt may have run.
 
         Raises: WriteFailed.
         """
         gate = self._gates[tier]  # closed briefly by a switchover
 
         async def attempt(failover: asyncio.Event, timeout_ms: int) -> T:
-            return await self._write_once(tier, path, reply_type, body, failover)
+            return await self._write_once(tier, call, failover)
 
         return await write_to_primary(
             attempt,
@@ -296,21 +306,15 @@ class Frontend:
         )
 
     async def _write_once(
-        self, tier: str, path: str, reply_type: type[T], body: object, failover: asyncio.Event
+        self, tier: str, call: Callable[[str, int], Awaitable[T]], failover: asyncio.Event
     ) -> T:
         """One attempt, given up (outcome unknown) if a failover replaces its primary
         meanwhile, so that a dead primary costs a retry, not a timeout."""
         view = self.views.views[tier]
-        call = self.transport.call(
-            "POST",
-            view.url_of(view.primary) + path,
-            reply_type,
-            body=body,
-            timeout_ms=self.limits.write_timeout_ms,
-        )
+        attempt = call(view.url_of(view.primary), self.limits.write_timeout_ms)
         self._writes_inflight[tier] += 1
         try:
-            return await unless_changed(call, failover, f"{tier} write")
+            return await unless_changed(attempt, failover, f"{tier} write")
         finally:
             self._writes_inflight[tier] -= 1
             self._writes_drained.set()
@@ -494,7 +498,7 @@ class Frontend:
         purchase = PurchaseRequest(idempotency_key=key, book_id=book_id, quantity=quantity)
         try:
             reply, uncertain = await self._write(
-                "order", "/internal/purchase", PurchaseReply, purchase, keyed=True
+                "order", partial(self._purchase_call, purchase), keyed=True
             )
         except WriteFailed as failed:
             raise Unavailable(f"no order primary could take the purchase: {failed}") from None
@@ -514,6 +518,29 @@ class Frontend:
             raise IdempotencyKeyReused("this Idempotency-Key was used for another purchase")
         raise NotFound(f"no book {book_id}")
 
+    async def _purchase_call(
+        self, purchase: PurchaseRequest, url: str, timeout_ms: int
+    ) -> PurchaseReply:
+        """Purchases that arrive while a call to the order primary is out go together in the
+        next one (one per primary: a stuck call to a replaced one holds nothing up)."""
+        batcher = self._purchasers.get(url)
+        if batcher is None:
+            batcher = Batcher(partial(self._purchase_batch, url), self._purchases_per_call)
+            self._purchasers = {url: batcher}
+        return await batcher.call(purchase, timeout_ms)
+
+    async def _purchase_batch(
+        self, url: str, purchases: list[PurchaseRequest]
+    ) -> list[PurchaseReply | Exception]:
+        reply = await self.transport.call(
+            "POST",
+            url + "/internal/purchase",
+            PurchaseOutcomes,
+            body=PurchaseBatch(purchases=purchases),
+            timeout_ms=self.limits.write_timeout_ms,
+        )
+        return [outcome_of(outcome.reply, outcome.error) for outcome in reply.outcomes]
+
     async def _patch_book(self, request: Request) -> Response:
         require_token(request, self.secrets.admin_token, "admin token")
         book_id = positive_id(request.path_params["id"])
@@ -523,7 +550,15 @@ class Frontend:
         )
         try:
             result, _ = await self._write(
-                "catalog", f"/internal/books/{book_id}", UpdateResult, command, keyed=False
+                "catalog",
+                lambda url, timeout_ms: self.transport.call(
+                    "POST",
+                    f"{url}/internal/books/{book_id}",
+                    UpdateResult,
+                    body=command,
+                    timeout_ms=timeout_ms,
+                ),
+                keyed=False,
             )
         except WriteFailed as failed:
             raise Unavailable(f"no catalog primary could take the update: {failed}") from None

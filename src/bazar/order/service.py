@@ -27,7 +27,6 @@ from starlette.types import ASGIApp
 
 from bazar.config import Cluster, Node, Secrets
 from bazar.errors import (
-    ERRORS_BY_CODE,
     Abandoned,
     BazarError,
     InvalidRequest,
@@ -44,20 +43,25 @@ from bazar.transport import (
     Batcher,
     TransportError,
     WriteFailed,
+    keyed_items_per_call,
+    outcome_of,
     unless_changed,
     write_to_primary,
 )
 from bazar.wire import (
+    ErrorDetail,
     OrderData,
     OrderPage,
     OrderResult,
+    PurchaseBatch,
+    PurchaseOutcome,
+    PurchaseOutcomes,
     PurchaseReply,
     PurchaseRequest,
     Reconciled,
     RecordOrder,
     Row,
     SaleMark,
-    SaleOutcome,
     SaleOutcomes,
     SaleRecord,
     SaleResult,
@@ -92,12 +96,7 @@ class OrderService:
         self.limits = cluster.limits
         self.inflight: dict[str, tuple[PurchaseRequest, asyncio.Future[PurchaseReply]]] = {}
         self.sellers: dict[str, Batcher[Sell, SaleResult]] = {}
-        # As many sales as always fit one request body at the catalog, whatever the keys
-        # (a printable ASCII key is at most twice its length in JSON).
-        sell_bytes_max = 2 * self.limits.idempotency_key_chars_max + SELL_OVERHEAD_BYTES
-        self.sells_per_call = max(
-            1, min(self.limits.batch_commands_max, self.limits.request_bytes_max // sell_bytes_max)
-        )
+        self.sells_per_call = keyed_items_per_call(self.limits, SELL_OVERHEAD_BYTES)
         self.mark = SaleMark(seq=0, key="")  # the reconciler's, see reconcile()
         self.unsaved = 0
         self.process.background.append(self._reconcile_loop)
@@ -155,14 +154,25 @@ class OrderService:
     # ---------------------------------------------------------------- purchases
 
     async def _purchase(self, request: Request) -> Response:
-        purchase = await decode_body(request, PurchaseRequest, self.limits.request_bytes_max)
-        positive_id(str(purchase.book_id))
-        idempotency_key(
-            {"idempotency-key": purchase.idempotency_key}, self.limits.idempotency_key_chars_max
-        )
-        if not 1 <= purchase.quantity <= self.limits.quantity_max:
-            raise InvalidRequest(f"the quantity must be from 1 to {self.limits.quantity_max}")
-        return json_response(await self.purchase(purchase))
+        batch = await decode_body(request, PurchaseBatch, self.limits.request_bytes_max)
+        if not 1 <= len(batch.purchases) <= self.limits.batch_commands_max:
+            raise InvalidRequest(f"from 1 to {self.limits.batch_commands_max} purchases per call")
+        for purchase in batch.purchases:
+            positive_id(str(purchase.book_id))
+            idempotency_key(
+                {"idempotency-key": purchase.idempotency_key},
+                self.limits.idempotency_key_chars_max,
+            )
+            if not 1 <= purchase.quantity <= self.limits.quantity_max:
+                raise InvalidRequest(f"the quantity must be from 1 to {self.limits.quantity_max}")
+        outcomes = await asyncio.gather(*(self._purchase_one(p) for p in batch.purchases))
+        return json_response(PurchaseOutcomes(outcomes=list(outcomes)))
+
+    async def _purchase_one(self, purchase: PurchaseRequest) -> PurchaseOutcome:
+        try:
+            return PurchaseOutcome(reply=await self.purchase(purchase))
+        except BazarError as error:
+            return PurchaseOutcome(error=ErrorDetail(code=error.code, message=error.message))
 
     async def purchase(self, request: PurchaseRequest) -> PurchaseReply:
         """Run (or join) the purchase under `request.idempotency_key`.
@@ -270,7 +280,7 @@ class OrderService:
             self.sellers = {url: batcher}
         return await unless_changed(batcher.call(sell, timeout_ms), failover, "sale")
 
-    async def _sell_batch(self, url: str, sells: list[Sell]) -> list[SaleResult | BazarError]:
+    async def _sell_batch(self, url: str, sells: list[Sell]) -> list[SaleResult | Exception]:
         reply = await self.process.transport.call(
             "POST",
             url,
@@ -278,7 +288,7 @@ class OrderService:
             body=SellBatch(sells=sells),
             timeout_ms=self.limits.sell_timeout_ms,
         )
-        return [outcome_of(outcome) for outcome in reply.outcomes]
+        return [outcome_of(outcome.result, outcome.error) for outcome in reply.outcomes]
 
     # ---------------------------------------------------------------- reconciler
 
@@ -343,11 +353,3 @@ class OrderService:
             if through != (page.data[-1].mark if page.data else mark) or len(page.data) < limit:
                 return
             mark = through
-
-
-def outcome_of(outcome: SaleOutcome) -> SaleResult | BazarError:
-    if outcome.result is not None:
-        return outcome.result
-    assert outcome.error is not None
-    error_class = ERRORS_BY_CODE.get(outcome.error.code, Unavailable)
-    return error_class(outcome.error.message)
