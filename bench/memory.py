@@ -50,7 +50,7 @@ def main() -> None:
         cluster = Cluster(Path(scratch) / "data").start()
         try:
             processes = pids(cluster)
-            token = (cluster.data_dir / "admin.token").read_text().strip()
+            token = cluster.admin_token
             command = [sys.executable, "-m", "bazar", "bench", "--url", cluster.url]
             command += ["--admin-token", token, "--scenario", "mixed", "--warmup", "0"]
             command += ["--concurrency", str(args.concurrency), "--duration", str(args.duration)]

@@ -74,7 +74,7 @@ def main() -> None:
         cluster = Cluster(Path(scratch) / "data").start()
         try:
             processes = pids(cluster)
-            token = (cluster.data_dir / "admin.token").read_text().strip()
+            token = cluster.admin_token
             before = {name: cpu_ticks(pid) for name, pid in processes.items()}
             spies = [
                 subprocess.Popen(

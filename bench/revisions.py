@@ -60,7 +60,7 @@ def cluster_from(src: Path, data_dir: Path) -> Iterator[Cluster]:
 
 
 def bench(cluster: Cluster, output: Path, options: list[str]) -> None:
-    token = (cluster.data_dir / "admin.token").read_text().strip()
+    token = cluster.admin_token
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     command = [sys.executable, "-m", "bazar", "bench", "--url", cluster.url]
     command += ["--admin-token", token, "--output", str(output), *options]

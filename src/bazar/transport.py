@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import aiohttp
@@ -27,6 +28,7 @@ Item = TypeVar("Item")
 Out = TypeVar("Out")
 
 log = logging.getLogger("bazar.transport")
+KEYED_ITEM_OVERHEAD_BYTES = 96  # a Sell's or a PurchaseRequest's JSON besides its key, and room
 _error_decoder = msgspec.json.Decoder(ErrorBody)
 
 
@@ -233,11 +235,20 @@ class Batcher(Generic[Item, Out]):
             self._sender = None  # (cancelled at shutdown: each caller's timeout answers it)
 
 
-def keyed_items_per_call(limits: Limits, overhead_bytes: int) -> int:
+def keyed_items_per_call(limits: Limits, overhead_bytes: int = KEYED_ITEM_OVERHEAD_BYTES) -> int:
     """How many keyed items (sales, purchases) always fit one request body, whatever their
     keys: a printable ASCII key is at most twice its length in JSON."""
     item_bytes_max = 2 * limits.idempotency_key_chars_max + overhead_bytes
     return max(1, min(limits.batch_commands_max, limits.request_bytes_max // item_bytes_max))
+
+
+async def settle(call: Awaitable[T]) -> tuple[T | None, ErrorDetail | None]:
+    """The receiving side of `outcome_of`: one item's result, or its error as a detail, so
+    that one item's refusal does not fail the others of its batch."""
+    try:
+        return await call, None
+    except BazarError as error:
+        return None, ErrorDetail(code=error.code, message=error.message)
 
 
 def outcome_of(result: T | None, error: ErrorDetail | None) -> T | Exception:
@@ -247,6 +258,26 @@ def outcome_of(result: T | None, error: ErrorDetail | None) -> T | Exception:
     if error is None:
         return TransportError("an item with neither result nor error", definite=False)
     return ERRORS_BY_CODE.get(error.code, Unavailable)(error.message)
+
+
+class ToPrimary(Generic[Item, Out]):
+    """A `Batcher` for the current primary only: a new primary gets a new one, so a call
+    stuck at a replaced primary holds no later item up."""
+
+    def __init__(
+        self, send: Callable[[str, list[Item]], Awaitable[list[Out | Exception]]], limits: Limits
+    ) -> None:
+        self._send = send
+        self._items_max = keyed_items_per_call(limits)
+        self._url = ""
+        self._batcher: Batcher[Item, Out] | None = None
+
+    async def call(self, url: str, item: Item, timeout_ms: int) -> Out:
+        """Raises: as `Batcher.call`."""
+        if self._batcher is None or url != self._url:
+            self._url = url
+            self._batcher = Batcher(partial(self._send, url), self._items_max)
+        return await self._batcher.call(item, timeout_ms)
 
 
 def _fail(batch: list[tuple[Any, asyncio.Future[Any]]], error: Exception) -> None:

@@ -10,7 +10,14 @@ import pytest
 
 from bazar.config import Limits
 from bazar.errors import NotPrimary, Refused, Unavailable
-from bazar.transport import Batcher, TransportError, keyed_items_per_call, outcome_of
+from bazar.transport import (
+    Batcher,
+    ToPrimary,
+    TransportError,
+    keyed_items_per_call,
+    outcome_of,
+    settle,
+)
 from bazar.wire import ErrorDetail, Sell, SellBatch, encode
 
 
@@ -123,3 +130,38 @@ def test_an_item_is_its_result_or_the_error_it_names() -> None:
     unknown = outcome_of(None, None)
     assert isinstance(unknown, TransportError)
     assert not unknown.definite
+
+
+def test_a_new_primary_gets_its_own_batcher() -> None:
+    async def scenario() -> None:
+        stuck = asyncio.Event()  # the old primary never answers
+        seen: list[tuple[str, list[int]]] = []
+
+        async def send(url: str, items: list[int]) -> list[int | Exception]:
+            seen.append((url, items))
+            if url == "old":
+                await stuck.wait()
+            return [item * 10 for item in items]
+
+        to_primary: ToPrimary[int, int] = ToPrimary(send, Limits())
+        held = asyncio.ensure_future(to_primary.call("old", 1, 1000))
+        await asyncio.sleep(0)
+        assert await to_primary.call("new", 2, 1000) == 20  # not queued behind the old call
+        assert seen == [("old", [1]), ("new", [2])]
+        held.cancel()
+
+    run(scenario())
+
+
+def test_settle_turns_an_items_refusal_into_its_detail() -> None:
+    async def refused() -> int:
+        raise NotPrimary("moved")
+
+    async def done() -> int:
+        return 3
+
+    async def scenario() -> None:
+        assert await settle(done()) == (3, None)
+        assert await settle(refused()) == (None, ErrorDetail(code="not_primary", message="moved"))
+
+    run(scenario())

@@ -20,13 +20,13 @@ from starlette.types import ASGIApp
 from bazar.catalog import machine
 from bazar.catalog.machine import COST_CENTS_MAX
 from bazar.config import Cluster, Limits, Node, Secrets
-from bazar.errors import BazarError, InvalidRequest, NotFound, NotPrimary
+from bazar.errors import InvalidRequest, NotFound, NotPrimary
 from bazar.http_app import json_response
 from bazar.replication.process import ReplicaProcess, decode_body
 from bazar.request import INT64_DIGITS, idempotency_key, page_limit, positive_id
+from bazar.transport import settle
 from bazar.wire import (
     Entry,
-    ErrorDetail,
     Invalidate,
     ReadDelay,
     ReadDelayState,
@@ -223,14 +223,9 @@ class CatalogService:
         for command in batch.sells:
             check_sell(command, self.limits)
         # Submitted together, so they join one replicated batch.
-        outcomes = await asyncio.gather(*(self._sell_one(command) for command in batch.sells))
-        return json_response(SaleOutcomes(outcomes=list(outcomes)))
-
-    async def _sell_one(self, command: Sell) -> SaleOutcome:
-        try:
-            return SaleOutcome(result=await self.runtime.submit(command))
-        except BazarError as error:
-            return SaleOutcome(error=ErrorDetail(code=error.code, message=error.message))
+        settled = await asyncio.gather(*(settle(self.runtime.submit(c)) for c in batch.sells))
+        outcomes = [SaleOutcome(result=result, error=error) for result, error in settled]
+        return json_response(SaleOutcomes(outcomes=outcomes))
 
     async def _sales(self, request: Request) -> Response:
         """Completed sales after a mark, for the order tier's reconciler: from the primary

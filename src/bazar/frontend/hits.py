@@ -17,6 +17,7 @@ from bazar.errors import InvalidRequest
 from bazar.frontend.cache import LIST_KEY, Cache, book_key, topic_key
 from bazar.http_app import request_id
 from bazar.metrics import Metrics
+from bazar.replication.runtime import monotonic_ms
 from bazar.request import search_topic
 
 MISSED = "bazar.cache_missed"  # scope key: this request's lookup already missed
@@ -69,7 +70,7 @@ class HitPath:
         if key is None or wants_fresh(headers):
             await self.app(scope, receive, send)
             return
-        body = self.cache.get(key, time.monotonic_ns() // 1_000_000)
+        body = self.cache.get(key, monotonic_ms())
         if body is None:
             scope[MISSED] = True
             await self.app(scope, receive, send)

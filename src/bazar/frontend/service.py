@@ -53,11 +53,10 @@ from bazar.request import (
     search_topic,
 )
 from bazar.transport import (
-    Batcher,
+    ToPrimary,
     Transport,
     TransportError,
     WriteFailed,
-    keyed_items_per_call,
     outcome_of,
     unless_changed,
     write_to_primary,
@@ -93,7 +92,6 @@ from bazar.wire import (
 
 T = TypeVar("T")
 log = logging.getLogger("bazar.frontend")
-PURCHASE_OVERHEAD_BYTES = 96  # a PurchaseRequest's JSON besides its key, with room to spare
 
 _views_decoder = msgspec.json.Decoder(dict[str, View])
 
@@ -180,8 +178,9 @@ class Frontend:
         self._writes_inflight: dict[str, int] = dict.fromkeys(REPLICATED_TIERS, 0)
         self._writes_drained = asyncio.Event()
         self.membership = Membership(self, cluster_file)
-        self._purchasers: dict[str, Batcher[PurchaseRequest, PurchaseReply]] = {}
-        self._purchases_per_call = keyed_items_per_call(self.limits, PURCHASE_OVERHEAD_BYTES)
+        self._purchases: ToPrimary[PurchaseRequest, PurchaseReply] = ToPrimary(
+            self._purchase_batch, self.limits
+        )
 
     # ---------------------------------------------------------------- app and lifecycle
 
@@ -522,12 +521,8 @@ class Frontend:
         self, purchase: PurchaseRequest, url: str, timeout_ms: int
     ) -> PurchaseReply:
         """Purchases that arrive while a call to the order primary is out go together in the
-        next one (one per primary: a stuck call to a replaced one holds nothing up)."""
-        batcher = self._purchasers.get(url)
-        if batcher is None:
-            batcher = Batcher(partial(self._purchase_batch, url), self._purchases_per_call)
-            self._purchasers = {url: batcher}
-        return await batcher.call(purchase, timeout_ms)
+        next one."""
+        return await self._purchases.call(url, purchase, timeout_ms)
 
     async def _purchase_batch(
         self, url: str, purchases: list[PurchaseRequest]

@@ -40,16 +40,15 @@ from bazar.order import machine
 from bazar.replication.process import ReplicaProcess, decode_body
 from bazar.request import idempotency_key, page_limit, positive_id
 from bazar.transport import (
-    Batcher,
+    ToPrimary,
     TransportError,
     WriteFailed,
-    keyed_items_per_call,
     outcome_of,
+    settle,
     unless_changed,
     write_to_primary,
 )
 from bazar.wire import (
-    ErrorDetail,
     OrderData,
     OrderPage,
     OrderResult,
@@ -72,7 +71,6 @@ from bazar.wire import (
 )
 
 log = logging.getLogger("bazar.order")
-SELL_OVERHEAD_BYTES = 96  # a Sell's JSON besides its key, with room to spare
 
 
 def now_rfc3339() -> str:
@@ -95,8 +93,7 @@ class OrderService:
         self.runtime = self.process.runtime
         self.limits = cluster.limits
         self.inflight: dict[str, tuple[PurchaseRequest, asyncio.Future[PurchaseReply]]] = {}
-        self.sellers: dict[str, Batcher[Sell, SaleResult]] = {}
-        self.sells_per_call = keyed_items_per_call(self.limits, SELL_OVERHEAD_BYTES)
+        self.sales: ToPrimary[Sell, SaleResult] = ToPrimary(self._sell_batch, self.limits)
         self.mark = SaleMark(seq=0, key="")  # the reconciler's, see reconcile()
         self.unsaved = 0
         self.process.background.append(self._reconcile_loop)
@@ -165,14 +162,9 @@ class OrderService:
             )
             if not 1 <= purchase.quantity <= self.limits.quantity_max:
                 raise InvalidRequest(f"the quantity must be from 1 to {self.limits.quantity_max}")
-        outcomes = await asyncio.gather(*(self._purchase_one(p) for p in batch.purchases))
-        return json_response(PurchaseOutcomes(outcomes=list(outcomes)))
-
-    async def _purchase_one(self, purchase: PurchaseRequest) -> PurchaseOutcome:
-        try:
-            return PurchaseOutcome(reply=await self.purchase(purchase))
-        except BazarError as error:
-            return PurchaseOutcome(error=ErrorDetail(code=error.code, message=error.message))
+        settled = await asyncio.gather(*(settle(self.purchase(p)) for p in batch.purchases))
+        outcomes = [PurchaseOutcome(reply=reply, error=error) for reply, error in settled]
+        return json_response(PurchaseOutcomes(outcomes=outcomes))
 
     async def purchase(self, request: PurchaseRequest) -> PurchaseReply:
         """Run (or join) the purchase under `request.idempotency_key`.
@@ -273,12 +265,8 @@ class OrderService:
 
     async def _sell_once(self, sell: Sell, failover: asyncio.Event, timeout_ms: int) -> SaleResult:
         view = self.runtime.view_of("catalog")
-        url = view.url_of(view.primary) + "/internal/sell"
-        batcher = self.sellers.get(url)
-        if batcher is None:  # one per primary: a stuck call to a replaced one holds no sale up
-            batcher = Batcher(partial(self._sell_batch, url), self.sells_per_call)
-            self.sellers = {url: batcher}
-        return await unless_changed(batcher.call(sell, timeout_ms), failover, "sale")
+        call = self.sales.call(view.url_of(view.primary) + "/internal/sell", sell, timeout_ms)
+        return await unless_changed(call, failover, "sale")
 
     async def _sell_batch(self, url: str, sells: list[Sell]) -> list[SaleResult | Exception]:
         reply = await self.process.transport.call(
