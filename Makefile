@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test check lint typecheck unit integration bench lock clean
+.PHONY: up test check lint typecheck unit integration bench lock clean browser
+
+# The browser tests drive Debian's chromium (Playwright, headless); installed when missing.
+CHROMIUM := /usr/bin/chromium
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +20,10 @@ env: $(STAMP)
 up: $(STAMP)
 	$(BIN)/bazar up
 
-test: $(STAMP) lint typecheck
+browser:
+	test -x $(CHROMIUM) || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: $(STAMP) browser lint typecheck
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
