@@ -37,6 +37,12 @@ class FakeCatalog:
         return [Refused("no") if item < 0 else item * 10 for item in items]
 
 
+async def idle() -> None:
+    """Let every ready task run (a call starts its sender a few loop turns later)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
 def run(coroutine: object) -> object:
     return asyncio.run(coroutine)  # type: ignore[arg-type]
 
@@ -55,6 +61,25 @@ def test_calls_made_while_one_is_out_go_together_in_the_next() -> None:
         with pytest.raises(Refused):
             await rest[4]
         assert catalog.batches == [[1], [2, 3, 4], [5, -6]]  # at most items_max per call
+
+    run(scenario())
+
+
+def test_pipelined_up_to_depth_calls_are_out_at_once_and_the_rest_wait_together() -> None:
+    async def scenario() -> None:
+        catalog = FakeCatalog()
+        batcher: Batcher[int, int] = Batcher(catalog.send, items_max=8, depth=2)
+        first = asyncio.ensure_future(batcher.call(1, 1000))
+        await idle()
+        second = asyncio.ensure_future(batcher.call(2, 1000))
+        await idle()
+        assert catalog.batches == [[1], [2]]  # the second did not wait for the first
+        rest = [asyncio.ensure_future(batcher.call(n, 1000)) for n in (3, 4, 5)]
+        await idle()
+        assert catalog.batches == [[1], [2]]  # both slots busy: these queue
+        catalog.release.set()
+        assert [await call for call in (first, second, *rest)] == [10, 20, 30, 40, 50]
+        assert catalog.batches == [[1], [2], [3, 4, 5]]  # together, in the first slot free
 
     run(scenario())
 
