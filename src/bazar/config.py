@@ -50,7 +50,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     replicate_retry_ms: int = 50
     commit_notice_delay_ms: int = 2
     batch_commands_max: int = 512
-    calls_in_flight_max: int = 2  # batched calls out at once per hop (transport.Batcher)
+    calls_in_flight_max: int = 1  # batched calls out at once per hop: 2 pipelines (results.md)
     inflight_commands_max: int = 10_000
     recovery_interval_ms: int = 1000
     test_read_delay_ms_max: int = 10_000
