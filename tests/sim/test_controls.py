@@ -7,6 +7,9 @@
 - `skip_lease_wait` (`lease_margin_ms = -lease_ms + 1`) and `half_lease_wait`
   (`-lease_ms // 2`): the view manager drops a replica whose lease still runs. Caught as a
   lease overlap: a view leaves out a replica that still serves.
+- `no_intent` (`SimStore(unsafe_no_intent=True)`): the primary commits without an fsync and
+  without its intent log. Caught when an OS crash loses an acknowledged commit and the
+  primary, given the next epoch, writes another entry at that seq.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ CAUGHT_AS = {
     "promote_catching_up": "but seq",  # "... committed (e, s) but seq s was committed as ..."
     "skip_lease_wait": "lease overlap",
     "half_lease_wait": "lease overlap",
+    "no_intent": "but seq",
 }
 
 

@@ -33,6 +33,12 @@ REGRESSIONS = {
     5748: "a snapshot taken while promoting carried the staged suffix (stage over existing seq)",
     5933: "a promoting primary answered a backup's commit query: a CRAQ read went back in time",
     9244: "a promoting primary answered a backup's commit query: a CRAQ read went back in time",
+    1472: "the intent log was cleared at start-up before the commits it covered were synced: "
+    "an OS crash then lost an acknowledged entry",
+    5551: "a restarted primary, its OS-crash-lost commits staged again from its intent log, "
+    "answered a backup's commit query below them: a CRAQ read went back in time",
+    5855: "a restarted primary, its OS-crash-lost commits staged again from its intent log, "
+    "answered a backup's commit query below them: a CRAQ read went back in time",
 }
 
 

@@ -48,7 +48,7 @@ def run(store: Store, commands: list[CatalogCommand], seq: int) -> list[catalog.
         partial(begin_batch, machine=catalog.CatalogMachine(), commands=commands, version=(1, seq))
     )
     if entry is not None:
-        store.write_blocking(commit_batch)
+        store.write_blocking(partial(commit_batch, intent=store.intent, entry=entry))
     return results
 
 
@@ -162,7 +162,7 @@ def test_open_batch_is_invisible_to_readers_until_commit(stores: tuple[Store, St
     )
     assert entry is not None
     assert catalog.read_book(primary.reader, 1)["stock"] == 6  # type: ignore[index]
-    primary.write_blocking(commit_batch)
+    primary.write_blocking(partial(commit_batch, intent=primary.intent, entry=entry))
     assert catalog.read_book(primary.reader, 1)["stock"] == 5  # type: ignore[index]
 
 
@@ -195,7 +195,7 @@ def test_order_recorded_once_per_key(tmp_path: Path) -> None:
             partial(begin_batch, machine=machine, commands=commands, version=(1, seq))
         )
         if entry is not None:
-            store.write_blocking(commit_batch)
+            store.write_blocking(partial(commit_batch, intent=store.intent, entry=entry))
         return results
 
     def record(order_id: str) -> RecordOrder:

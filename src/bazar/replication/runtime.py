@@ -48,6 +48,7 @@ from bazar.replication.storage import (
     rollback_batch,
     save_epoch,
     stage_entries,
+    write_intent,
 )
 from bazar.transport import Transport, TransportError
 from bazar.wire import (
@@ -188,7 +189,9 @@ class ReplicaRuntime(Generic[C, R]):
     async def _persist(self, ready: Ready) -> None:
         for effect in ready.persist:
             if isinstance(effect, SaveEpoch):
-                await self.store.write(partial(save_epoch, epoch=effect.epoch))
+                await self.store.write(
+                    partial(save_epoch, epoch=effect.epoch, intent=self.store.intent)
+                )
             elif isinstance(effect, Stage):
                 await self.store.write(
                     partial(
@@ -216,7 +219,7 @@ class ReplicaRuntime(Generic[C, R]):
 
     async def _commit(self, entry: Entry) -> None:
         try:
-            await self.store.write(commit_batch)
+            await self.store.write(partial(commit_batch, intent=self.store.intent, entry=entry))
         except Exception:
             # Whether the entry is on disk is unknown, and memory cannot be made to agree:
             # restart from the disk (the supervisor does it; the boot epoch rule then forces
@@ -434,7 +437,16 @@ class ReplicaRuntime(Generic[C, R]):
             log.info(line)
         for send in ready.send:
             self.spawn(self._send(send), "send")
+        # Our own fsync, on the writer thread while the Appends travel; the batch's COMMIT
+        # is queued behind it there (storage.IntentLog).
+        self.spawn(self._write_intent(entry), "intent")
         return True
+
+    async def _write_intent(self, entry: Entry) -> None:
+        try:
+            await self.store.write(partial(write_intent, intent=self.store.intent, entry=entry))
+        except Exception:
+            log.warning("the intent of seq %d was not written; its commit syncs", entry.seq)
 
     def _finish_batch(self, error: BazarError | None) -> None:
         assert self._batch is not None
@@ -488,11 +500,15 @@ class ReplicaRuntime(Generic[C, R]):
     def commit_point_for_backups(self) -> CommitPoint:
         """`GET /internal/commit`: a backup asks whether a write it holds staged committed.
 
-        Raises: Unavailable while promoting: the staged suffix may have been committed (and
-        acknowledged) by the old primary, so our commit point would tell a backup to answer
-        with the value from before it."""
+        Raises: Unavailable unless we are the primary of our view, promotion done: while
+        promoting, the staged suffix may have been committed (and acknowledged) by the old
+        primary; before the view makes us primary again after a restart, so may entries that
+        an OS crash took from our tables (`storage.recover_intent` stages them again). Either
+        way our commit point would tell a backup to answer with the value from before them."""
         if self.core.promoting:
             raise Unavailable(f"{self.node.name} is promoting its staged entries; retry")
+        if self.core.role != "primary":
+            raise Unavailable(f"{self.node.name} is not the primary of its view; retry")
         return self.commit_point()
 
     def commit_point(self) -> CommitPoint:

@@ -12,12 +12,22 @@ Layout shared by both tiers: the tier's state tables, plus
 Rules: on a primary the state tables hold only committed writes (its write transaction stays
 open until every backup has staged the entry). On a backup the state tables hold entries up to
 its `commit_seq`; entries above it are *staged* in `log` only, so rolling them back is a delete.
+
+The primary's fsync overlaps the backups' staging: while its batch's transaction is open it
+makes the entry durable in a second database, `intent.db` (`IntentLog`), as the Appends
+travel; the batch's COMMIT then needs no fsync of its own (`synchronous=NORMAL` for that one
+transaction; every `INTENT_SYNC_EVERY` batches, or when the intent is missing, the WAL is
+synced). A process crash loses nothing (the OS holds the WAL); an OS crash may lose such a
+COMMIT, and start-up then restores the entry from `intent.db` as *staged* (`recover_intent`):
+what a backup holding it would have, so the protocol's rules for staged entries (promotion,
+truncation) apply unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +57,17 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', 0), ('commit_seq', 0);
 """
+
+INTENT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS intent (
+    seq INTEGER PRIMARY KEY,
+    epoch INTEGER NOT NULL CHECK (epoch >= 1),
+    body BLOB NOT NULL
+);
+"""
+INTENT_SYNC_EVERY = 64
+"""Batches committed without an fsync of their own between two syncs of the WAL: bounds the
+intent log (entries at or below the last synced commit are forgotten)."""
 
 
 class Machine(Protocol[C, R]):
@@ -120,11 +141,14 @@ class Store:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-{path.parent.name}")
         self._writer = _open(path, readonly=False)
         self._writer.executescript(schema_sql + LOG_SCHEMA)
+        self.intent = IntentLog(path.with_name("intent.db"), path.with_name(path.name + "-wal"))
+        recover_intent(self._writer, self.intent)
         self.reader = _open(path, readonly=True)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         self._writer.close()
+        self.intent.close()
         self.reader.close()
 
     async def write(self, function: Callable[[sqlite3.Connection], T]) -> T:
@@ -222,6 +246,7 @@ def begin_batch(
     With no effects (replays, unknown books) nothing is logged and the transaction is closed.
     """
     epoch, seq = version
+    conn.execute("PRAGMA synchronous = NORMAL")  # (`commit_batch` syncs when it must)
     conn.execute("BEGIN IMMEDIATE")
     try:
         changes: list[Change] = []
@@ -232,6 +257,7 @@ def begin_batch(
             results.append(result)
         if not changes:
             conn.execute("COMMIT")
+            conn.execute("PRAGMA synchronous = FULL")
             return None, results
         conn.execute(
             "INSERT INTO log (seq, epoch, body) VALUES (?, ?, ?)",
@@ -241,16 +267,132 @@ def begin_batch(
         conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'epoch'", (epoch,))
     except BaseException:
         conn.execute("ROLLBACK")
+        conn.execute("PRAGMA synchronous = FULL")
         raise
     return Entry(epoch=epoch, seq=seq, changes=changes), results
 
 
-def commit_batch(conn: sqlite3.Connection) -> None:
+def commit_batch(conn: sqlite3.Connection, intent: IntentLog, entry: Entry) -> None:
+    """COMMIT the open batch; without an fsync when `intent.db` holds its entry (written
+    while the backups staged theirs), else with one, as every other transaction has."""
     conn.execute("COMMIT")
+    conn.execute("PRAGMA synchronous = FULL")
+    intent.committed(entry)
 
 
 def rollback_batch(conn: sqlite3.Connection) -> None:
     conn.execute("ROLLBACK")
+    conn.execute("PRAGMA synchronous = FULL")
+
+
+class IntentLog:
+    """The primary's own durable copy of the entry it is replicating.
+
+    A second database, so that it can commit while the batch's transaction stays open. Runs
+    on the writer thread only, in submission order, so `commit_batch` always finds the
+    intent of its entry written (or failed) before it."""
+
+    def __init__(self, path: Path, wal_path: Path) -> None:
+        self._conn = _open(path, readonly=False)
+        self._conn.executescript(INTENT_SCHEMA)
+        self.wal_path = wal_path
+        self._durable: Entry | None = None  # the entry whose intent is on disk
+        self._unsynced = 0  # batches committed since the main WAL was last synced
+        self._synced_seq = 0
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def write(self, entry: Entry) -> None:
+        """Make `entry` durable here (fsync), dropping what a synced commit already holds."""
+        self._durable = None
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "DELETE FROM intent WHERE seq >= ? OR seq <= ?", (entry.seq, self._synced_seq)
+            )
+            conn.execute(
+                "INSERT INTO intent (seq, epoch, body) VALUES (?, ?, ?)",
+                (entry.seq, entry.epoch, encode_changes(entry.changes)),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._durable = entry
+
+    def committed(self, entry: Entry) -> None:
+        """After a NORMAL commit of `entry`: sync the WAL unless the intent covers it."""
+        covered = self._durable == entry
+        self._durable = None
+        self._unsynced += 1
+        if covered and self._unsynced < INTENT_SYNC_EVERY:
+            return
+        sync_file(self.wal_path)
+        self._unsynced = 0
+        self._synced_seq = entry.seq
+
+    def must_sync(self) -> None:
+        self._durable = None
+
+    def entries_after(self, seq: int) -> list[Entry]:
+        rows = self._conn.execute(
+            "SELECT seq, epoch, body FROM intent WHERE seq > ? ORDER BY seq", (seq,)
+        ).fetchall()
+        return [
+            Entry(epoch=row["epoch"], seq=row["seq"], changes=decode_changes(row["body"]))
+            for row in rows
+        ]
+
+    def clear(self) -> None:
+        self._conn.execute("DELETE FROM intent")
+
+
+def sync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_intent(conn: sqlite3.Connection, intent: IntentLog, entry: Entry) -> None:
+    """Writer-thread function (the main connection is unused: its batch stays open)."""
+    del conn
+    intent.write(entry)
+
+
+def recover_intent(conn: sqlite3.Connection, intent: IntentLog) -> None:
+    """At start-up: a primary's batch whose COMMIT an OS crash lost is in `intent.db` only;
+    put it back in the log as staged, above `commit_seq`. Only when the log holds no staged
+    entry: staging one (a backup's transaction, with fsync) synced every earlier commit, so
+    an intent older than it is not needed, and may be stale. First the WAL is synced (after
+    a process crash the OS still holds commits that had no fsync): the intent is then needed
+    for nothing it does not restore."""
+    wal = intent.wal_path
+    if wal.exists():
+        sync_file(wal)
+    commit_seq = int(conn.execute("SELECT value FROM meta WHERE key = 'commit_seq'").fetchone()[0])
+    staged = conn.execute("SELECT 1 FROM log WHERE seq > ? LIMIT 1", (commit_seq,)).fetchone()
+    restore: list[Entry] = []
+    if staged is None:
+        for entry in intent.entries_after(commit_seq):
+            if entry.seq != commit_seq + 1 + len(restore):
+                break
+            restore.append(entry)
+    if restore:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                "INSERT INTO log (seq, epoch, body) VALUES (?, ?, ?)",
+                [(entry.seq, entry.epoch, encode_changes(entry.changes)) for entry in restore],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    intent.clear()
 
 
 def stage_entries(
@@ -304,5 +446,9 @@ def install_snapshot(conn: sqlite3.Connection, data: bytes, epoch: int) -> None:
         source.close()
 
 
-def save_epoch(conn: sqlite3.Connection, epoch: int) -> None:
+def save_epoch(conn: sqlite3.Connection, epoch: int, intent: IntentLog) -> None:
     conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'epoch'", (epoch,))
+    if conn.in_transaction:
+        # Inside an open batch, whose COMMIT would skip the fsync: the epoch must be on disk
+        # once committed (rule 4), and the intent does not hold it.
+        intent.must_sync()

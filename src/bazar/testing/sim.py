@@ -20,7 +20,8 @@ exception, a core assertion included, fails the run. `--count K` runs K seeds fr
 
 Controls (`--control`): deliberate bugs the checks must catch. `promote_catching_up` lets
 the view manager promote a member that is not in sync; `skip_lease_wait` lets it drop a
-replica whose lease is still running (`half_lease_wait`: after half a lease of silence).
+replica whose lease is still running (`half_lease_wait`: after half a lease of silence);
+`no_intent` commits a batch without an fsync and without the primary's intent log.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from bazar.testing.sim_replica import TIER, ReplicaNode, SimLimits
 from bazar.testing.sim_store import SimStore, StoreError
 from bazar.wire import Member
 
-CONTROLS = ("promote_catching_up", "skip_lease_wait", "half_lease_wait")
+CONTROLS = ("promote_catching_up", "skip_lease_wait", "half_lease_wait", "no_intent")
 PROBE_MS = 50
 WARMUP_MS = 300
 
@@ -253,7 +254,9 @@ class World:
             trace=partial(self.trace.line, name),
             timing=self.config.timing(),
             limits=self.limits,
-            store=SimStore(initial=self.initial),
+            store=SimStore(
+                initial=self.initial, unsafe_no_intent=self.config.control == "no_intent"
+            ),
         )
 
     def _client(self, index: int, seed: int) -> Client:

@@ -164,6 +164,7 @@ class ReplicaNode:
         """Start the process from its store (`ReplicaRuntime.__init__`)."""
         store = self.store
         assert store.open is None
+        store.recover_intent()
         self.starts += 1
         self.core = Replica(
             name=self.name,
@@ -180,14 +181,17 @@ class ReplicaNode:
         )
         self._arm_tick()
 
-    def crash(self) -> None:
-        """kill -9: memory, the open batch and the timers are gone; the store stays."""
+    def crash(self, *, power_loss: bool = False) -> None:
+        """kill -9: memory, the open batch and the timers are gone; the store stays. With
+        `power_loss` (an OS crash), so are the commits made without an fsync."""
         host = self.host
         host.up = False
         host.paused = False
         host.incarnation += 1
         self.core = None
         self.store.open = None
+        if power_loss:
+            self.store.lose_unsynced()
         calls = list(self.serving_calls.values())
         self.serving_calls.clear()
         self.queue.clear()
@@ -346,10 +350,13 @@ class ReplicaNode:
             assert ready.reply is not None
             self.network.reply(call, ready.reply)
         elif isinstance(request, CommitPointRequest):
-            # `ReplicaRuntime.commit_point`: (epoch of the entry at commit_seq, commit_seq),
-            # refused while promoting (its staged suffix may be committed already).
+            # `ReplicaRuntime.commit_point_for_backups`: (epoch of the entry at commit_seq,
+            # commit_seq), only from the primary of its view with its promotion done (else a
+            # staged suffix, or entries an OS crash took, may be committed already).
             if core.promoting:
                 self._answer(call, Failure("promoting"))
+            elif core.role != "primary":
+                self._answer(call, Failure("not_primary"))
             else:
                 store = self.store
                 point = CommitPoint(epoch=store.commit_epoch, commit_seq=store.commit_seq)
@@ -401,6 +408,7 @@ class ReplicaNode:
                 continue
             self.batch = (calls, results)
             self._apply(core.propose(entry, now))
+            self.store.write_intent(entry)  # (overlapping the Appends, as `_write_intent`)
 
     def _finish_batch(self, error: Failure | None) -> None:
         assert self.batch is not None

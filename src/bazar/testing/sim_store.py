@@ -8,6 +8,11 @@ keeps the durability rules of `runtime.py` + `storage.py`, not a simplification 
   transaction and shares its fate (COMMIT or ROLLBACK), as `save_epoch` does in SQLite;
 - `Stage` is one transaction (`stage_entries`): truncate, stage, apply, epoch, commit_seq;
   it cannot start inside an open batch (SQLite refuses a nested BEGIN).
+- The primary's intent (`storage.IntentLog`) is durable as soon as the batch is proposed; a
+  `CommitBatch` whose intent holds its entry is *unsynced* (no fsync) unless it is the
+  `INTENT_SYNC_EVERY`-th; every other write syncs, and with it every earlier commit (one WAL).
+  `lose_unsynced` is what an OS crash does: the unsynced commits are undone, and
+  `recover_intent` at the next start puts their entries back as staged.
 
 The state machine: `books` {id, stock, version}, `purchases` and `restocks` keyed by
 idempotency key, each storing the first result, so a retried key returns it and never
@@ -26,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bazar.replication.ready import Stage
+from bazar.replication.storage import INTENT_SYNC_EVERY
 from bazar.wire import Change, Entry, Row, Scalar, Upsert, Version
 
 KEYS: dict[str, str] = {"books": "id", "purchases": "key", "restocks": "key"}
@@ -73,6 +79,16 @@ class SnapshotData:
     tables: Tables
 
 
+@dataclass(frozen=True, slots=True)
+class Undo:
+    """What an unsynced commit changed, to lose it again: the rows it replaced (None: the
+    row was new) and the commit point before it."""
+
+    seq: int
+    commit_seq: int
+    rows: tuple[tuple[str, int | str, Row | None], ...]
+
+
 @dataclass(slots=True)
 class OpenBatch:
     """The primary's open write transaction: the entry it logged, and an epoch that a
@@ -103,6 +119,13 @@ class SimStore:
     sold: Counter[int] = field(default_factory=Counter)
     restocked: Counter[int] = field(default_factory=Counter)
     open: OpenBatch | None = None
+    intent: dict[int, Entry] = field(default_factory=dict)
+    intent_durable: Entry | None = None  # (the IntentLog's memory: a crash resets it)
+    unsynced: list[Undo] = field(default_factory=list)
+    synced_commit_seq: int = 0
+    unsafe_no_intent: bool = False
+    """A deliberate bug, for the simulator's controls only: commit without an fsync and
+    without the intent that makes that safe."""
 
     def __post_init__(self) -> None:
         if not self.tables:
@@ -206,8 +229,10 @@ class SimStore:
     def save_epoch(self, epoch: int) -> None:
         if self.open is not None:
             self.open.epoch = max(self.open.epoch, epoch)  # inside the open transaction
+            self.intent_durable = None  # (storage.save_epoch: its COMMIT must sync)
         else:
             self.epoch = max(self.epoch, epoch)
+            self.sync()
 
     def commit_batch(self, entry: Entry) -> None:
         batch = self.open
@@ -216,15 +241,79 @@ class SimStore:
         if entry.seq != self.commit_seq + 1 or entry.seq in self.log:
             raise StoreError(f"batch seq {entry.seq} after commit_seq {self.commit_seq}")
         self.open = None
+        undo = Undo(
+            seq=entry.seq,
+            commit_seq=self.commit_seq,
+            rows=tuple(
+                (change.table, key, self.tables[change.table].get(key))
+                for change in entry.changes
+                if isinstance(change, Upsert)
+                for key in (change.row[KEYS[change.table]],)
+                if key is not None
+            ),
+        )
         self.log[entry.seq] = entry
         self._apply(entry)
         self.commit_seq = entry.seq
         self.epoch = max(self.epoch, batch.epoch)
+        covered = self.intent_durable == entry
+        self.intent_durable = None
+        if covered and len(self.unsynced) + 1 < INTENT_SYNC_EVERY:
+            self.unsynced.append(undo)
+        else:
+            self.sync()
+
+    # ---------------------------------------------------------------- durability
+
+    def write_intent(self, entry: Entry) -> None:
+        """`IntentLog.write`: durable at once (the real COMMIT queues behind it)."""
+        self.intent_durable = entry
+        if self.unsafe_no_intent:
+            return
+        stale = [seq for seq in self.intent if not self.synced_commit_seq < seq < entry.seq]
+        for seq in stale:
+            del self.intent[seq]
+        self.intent[entry.seq] = entry
+
+    def sync(self) -> None:
+        """Any write with an fsync: every earlier commit is on disk with it."""
+        self.unsynced.clear()
+        self.synced_commit_seq = self.commit_seq
+
+    def lose_unsynced(self) -> None:
+        """An OS crash: the commits made without an fsync never reached the disk."""
+        assert self.open is None
+        for undo in reversed(self.unsynced):
+            assert self.commit_seq == undo.seq
+            del self.log[undo.seq]
+            for table, key, row in reversed(undo.rows):
+                if row is None:
+                    self._uncount(table, self.tables[table].pop(key))
+                else:
+                    self.tables[table][key] = row
+            self.commit_seq = undo.commit_seq
+        self.unsynced.clear()
+        for book_id in sorted(self.initial):
+            self.check_book(book_id)
+        self.intent_durable = None
+
+    def recover_intent(self) -> None:
+        """`storage.recover_intent`, at start-up: sync what the OS still holds, then put
+        back the intent above the commit point."""
+        self.intent_durable = None
+        self.sync()
+        if not self.staged:
+            seq = self.commit_seq + 1
+            while seq in self.intent:
+                self.log[seq] = self.intent[seq]
+                seq += 1
+        self.intent.clear()
 
     def abort_batch(self) -> None:
         if self.open is None:
             raise StoreError("ROLLBACK without an open batch")
         self.open = None
+        self.intent_durable = None
 
     def stage(self, plan: Stage) -> None:
         if self.open is not None:
@@ -247,6 +336,7 @@ class SimStore:
             self._apply(entry)
         self.epoch = plan.epoch  # storage.stage_entries sets it (no max)
         self.commit_seq = plan.commit_seq
+        self.sync()
 
     def prune(self, below_seq: int) -> None:
         """`storage.prune_log`: forget committed entries below `below_seq`."""
@@ -256,6 +346,7 @@ class SimStore:
             raise StoreError(f"pruning below {below_seq}: staged entries above {self.commit_seq}")
         for seq in [seq for seq in self.log if seq < below_seq]:
             del self.log[seq]
+        self.sync()
 
     def snapshot(self) -> SnapshotData:
         """`Store.snapshot`: a copy of what a reader sees (the open batch is invisible)."""
@@ -281,6 +372,7 @@ class SimStore:
                 self._count(table, row)
         for book_id in sorted(self.initial):
             self.check_book(book_id)
+        self.sync()
 
     # ---------------------------------------------------------------- rows
 
@@ -302,14 +394,17 @@ class SimStore:
         for book_id in sorted(touched):
             self.check_book(book_id)
 
-    def _count(self, table: str, row: Row) -> None:
-        if row["status"] != "ok":
+    def _count(self, table: str, row: Row, sign: int = 1) -> None:
+        if table == "books" or row["status"] != "ok":
             return
         book_id = as_int(row["book_id"])
         if table == "purchases":
-            self.sold[book_id] += as_int(row["quantity"])
+            self.sold[book_id] += sign * as_int(row["quantity"])
         else:
-            self.restocked[book_id] += as_int(row["delta"])
+            self.restocked[book_id] += sign * as_int(row["delta"])
+
+    def _uncount(self, table: str, row: Row) -> None:
+        self._count(table, row, sign=-1)
 
     def check_book(self, book_id: int) -> None:
         stock = self.stock(book_id)
