@@ -82,6 +82,11 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """A connection must send a whole request head within this long of being opened or of its
     last response (so an idle keep-alive connection too), else it is closed without an answer.
     uvicorn's own idle timeout stopped at a head's first byte: half heads were held forever."""
+    head_bytes_max: int = 64 * 1024
+    """Bytes a connection may send while its request head (request line and headers) is not
+    yet whole; past them it is answered 431 and closed. httptools sets no bound: one connection
+    sent 329 MB of headers in 3 s. (A head that ends within the read that crosses the bound
+    still passes: the bound is on memory, not an exact size.)"""
     connections_max: int = 4096
     """Open connections per process. A connection past it has its first request answered 503
     `unavailable` and is closed. Far above what the lab, the tests and the bench open (hundreds)
@@ -94,7 +99,12 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     def __post_init__(self) -> None:
         """Raises: ValueError (msgspec.ValidationError when loaded from a file)."""
-        for name in ("header_timeout_s", "connections_max", "inflight_requests_max"):
+        for name in (
+            "header_timeout_s",
+            "head_bytes_max",
+            "connections_max",
+            "inflight_requests_max",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"limits.{name} must be at least 1, not {getattr(self, name)}")
 

@@ -1,8 +1,9 @@
 """The edge of every process (`server.py`), against a real front end started alone with low
 limits in its cluster file: half-sent request heads are closed while requests are still
-served; past the bound on requests in progress, or on connections, a request is answered 503
-`unavailable` with Retry-After (the front end's peers, with the cluster secret, excepted); and
-service resumes once the load is gone.
+served; a malformed head gets a JSON 400 and an endless one a JSON 431; past the bound on
+requests in progress, or on connections, a request is answered 503 `unavailable` with
+Retry-After (the front end's peers, with the cluster secret, excepted); and service resumes
+once the load is gone.
 
 Method: raw sockets, so that a head can be left half sent and a request held in progress (its
 head sent, its body not yet); every wait polls with a deadline.
@@ -157,6 +158,18 @@ def test_half_sent_heads_are_closed_while_requests_are_still_served(edge: Serve)
         everything = half + silent + kept_alive
         assert received_until_closed(everything, CLOSE_DEADLINE_S) == [b""] * len(everything)
     assert edge.request("GET", "/openapi.json")[0] == 200
+
+
+def test_a_malformed_or_endless_head_is_answered_in_json_and_closed(edge: Serve) -> None:
+    endless = HALF_HEAD + b"\r\nX-Padding: " + b"a" * (LIMITS.head_bytes_max + 1)
+    malformed = b"GET /info HTTP/1.1\r\nNo colon\r\n\r\n"
+    for sending, status in ((malformed, 400), (endless, 431)):
+        with connections(edge, 1, sending) as (sock,):
+            answer = response(sock)
+            assert answer[0] == status, answer
+            assert answer[1]["content-type"] == "application/json"
+            assert answer[1]["connection"] == "close"
+            assert json.loads(answer[2])["error"]["code"] == "invalid_request"
 
 
 def test_past_the_requests_in_progress_a_request_gets_503_unavailable_then_is_served(

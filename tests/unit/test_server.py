@@ -89,7 +89,7 @@ def test_closing_flushes_a_held_head() -> None:
 # ---------------------------------------------------------------- the edge: heads and bounds
 
 SECRET = "s3cret"
-LIMITS = Limits(header_timeout_s=5, connections_max=4, inflight_requests_max=2)
+LIMITS = Limits(header_timeout_s=5, connections_max=4, inflight_requests_max=2, head_bytes_max=1024)
 REQUEST = b"GET /info HTTP/1.1\r\nHost: bazar\r\n\r\n"
 
 
@@ -193,6 +193,45 @@ async def test_a_connection_past_the_bound_has_its_request_answered_503_and_is_c
     assert headers[b"retry-after"] == b"1"
     assert connection.wire.closed
     assert connection.scopes == []
+
+
+async def test_a_head_that_grows_past_its_bound_is_answered_431_and_closed() -> None:
+    connection = Connection()
+    connection.protocol.data_received(b"GET /info HTTP/1.1\r\nHost: bazar\r\n")
+    padding = b"X-Padding: " + b"a" * 100 + b"\r\n"
+    while not connection.wire.closed:
+        assert connection.protocol.head_bytes <= LIMITS.head_bytes_max
+        connection.protocol.data_received(padding)
+    status, headers, body = connection.answer()
+    assert status == b"HTTP/1.1 431 Request Header Fields Too Large"
+    assert json.loads(body)["error"]["code"] == "invalid_request"
+    assert headers[b"connection"] == b"close"
+    assert headers[b"x-request-id"]
+    assert connection.scopes == []
+
+
+async def test_a_body_does_not_count_as_a_head() -> None:
+    connection = Connection()
+    body = b"{}" + b" " * 10 * LIMITS.head_bytes_max
+    post = b"POST /purchase/1 HTTP/1.1\r\nHost: bazar\r\nContent-Length: %d\r\n\r\n" % len(body)
+    connection.protocol.data_received(post + body[:100])
+    for start in range(100, len(body), 100):
+        connection.protocol.data_received(body[start : start + 100])
+    connection.protocol.data_received(REQUEST[:20])  # then the start of a second request
+    await connection.answered()
+    assert [scope["method"] for scope in connection.scopes] == ["POST"]
+    assert not connection.wire.closed
+    assert connection.protocol.head_bytes == 20
+
+
+async def test_a_malformed_request_is_answered_400_in_json() -> None:
+    connection = Connection()
+    connection.protocol.data_received(b"GET /info HTTP/1.1\r\nNo colon here\r\n\r\n")
+    status, headers, body = connection.answer()
+    assert status == b"HTTP/1.1 400 Bad Request"
+    assert headers[b"content-type"] == b"application/json"
+    assert json.loads(body)["error"]["code"] == "invalid_request"
+    assert connection.wire.closed
 
 
 def test_the_open_files_limit_is_raised_to_fit_the_connections_or_bounds_them() -> None:
