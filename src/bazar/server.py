@@ -224,7 +224,7 @@ class OneWrite(HttpToolsProtocol):
         """uvicorn's request start, with the refusal in place of the app."""
         app = self.app
         refusal = self.edge.refuse(self.surplus, self.loop.time(), len(self.connections), inflight)
-        self.app = refusal  # type: ignore[assignment]
+        self.app = refusal
         try:
             super().on_headers_complete()
         finally:
