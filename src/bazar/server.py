@@ -165,7 +165,7 @@ class Edge:
 
 
 class OneWrite(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the three changes above. uvicorn's idle timer
+    """uvicorn's httptools protocol with the changes above. uvicorn's idle timer
     (`timeout_keep_alive_task`, `header_timeout_s` long) is the head timer: armed on connect
     and after each response (by uvicorn), stopped only by a whole head or a lost connection."""
 
