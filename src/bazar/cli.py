@@ -249,7 +249,7 @@ def _serve(args: argparse.Namespace) -> int:
         from bazar.order.service import OrderService
 
         app = OrderService(cluster, node, secrets).app()
-    server.serve(app, node.host, node.port)
+    server.serve(app, node.host, node.port, cluster.limits, secrets.cluster_secret)
     return 0
 
 

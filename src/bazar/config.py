@@ -79,6 +79,35 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     log_entries_max: int = 10_000
     """Committed entries a replica keeps; a replica that needs older ones gets a snapshot."""
     snapshot_timeout_ms: int = 10_000
+    header_timeout_s: int = 5
+    """A connection must send a whole request head within this long of being opened or of its
+    last response (so an idle keep-alive connection too), else it is closed without an answer.
+    uvicorn's own idle timeout stopped at a head's first byte: half heads were held forever."""
+    head_bytes_max: int = 64 * 1024
+    """Bytes a connection may send while its request head (request line and headers) is not
+    yet whole; past them it is answered 431 and closed. httptools sets no bound: one connection
+    sent 329 MB of headers in 3 s. (A head that ends within the read that crosses the bound
+    still passes: the bound is on memory, not an exact size.)"""
+    connections_max: int = 4096
+    """Open connections per process. A connection past it has its first request answered 503
+    `unavailable` and is closed. Far above what the lab, the tests and the bench open (hundreds)
+    and far below the open files a process may hold (raised to fit at start, `server.py`)."""
+    inflight_requests_max: int = 1024
+    """Requests being handled per process (cache hits included); past it a request is answered
+    503 `unavailable` with Retry-After at once instead of queueing without end. Peers' requests
+    (with the cluster secret) are never refused by either bound: each peer opens at most
+    `transport.CONNECTIONS_MAX` connections, so they are bounded anyway."""
+
+    def __post_init__(self) -> None:
+        """Raises: ValueError (msgspec.ValidationError when loaded from a file)."""
+        for name in (
+            "header_timeout_s",
+            "head_bytes_max",
+            "connections_max",
+            "inflight_requests_max",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"limits.{name} must be at least 1, not {getattr(self, name)}")
 
 
 LIMITS = Limits()
@@ -88,6 +117,7 @@ assert LIMITS.commit_check_timeout_ms < LIMITS.read_timeout_ms
 assert LIMITS.lease_renew_ms < LIMITS.lease_timeout_ms < LIMITS.lease_ms
 assert LIMITS.read_deadline_ms < LIMITS.write_timeout_ms
 assert LIMITS.page_limit_default <= LIMITS.page_limit_max
+assert LIMITS.inflight_requests_max <= LIMITS.connections_max  # one request at a time each
 
 
 class Node(

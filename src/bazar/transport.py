@@ -28,6 +28,7 @@ Item = TypeVar("Item")
 Out = TypeVar("Out")
 
 log = logging.getLogger("bazar.transport")
+CONNECTIONS_MAX = 256  # a process's connections to all its peers together (aiohttp's pool)
 KEYED_ITEM_OVERHEAD_BYTES = 96  # a Sell's or a PurchaseRequest's JSON besides its key, and room
 _error_decoder = msgspec.json.Decoder(ErrorBody)
 
@@ -44,7 +45,9 @@ class Transport:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=60, ttl_dns_cache=None)
+        connector = aiohttp.TCPConnector(
+            limit=CONNECTIONS_MAX, keepalive_timeout=60, ttl_dns_cache=None
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers={"Authorization": f"Bearer {self._secret}"},

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from bazar import config
+
 START_DEADLINE_S = 30.0
 STOP_DEADLINE_S = 10.0
 
@@ -117,7 +119,7 @@ class Cluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BAZAR_")}
         with (self.data_dir / "up.log").open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bazar", "up", *self.arguments],
+                [sys.executable, "-m", "bazar", *self.command()],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -130,6 +132,9 @@ class Cluster:
             self.stop()
             raise
         return self
+
+    def command(self) -> list[str]:
+        return ["up", *self.arguments]
 
     def healthy(self) -> bool:
         assert self.process is not None
@@ -246,6 +251,36 @@ class Cluster:
         assert status == 200, body
         book: dict[str, Any] = body["data"]
         return book
+
+
+class Serve(Cluster):
+    """One `bazar serve` process of `cluster` alone (its peers are not started), from a cluster
+    file written here: cheaper than a whole cluster when one process proves the point, and the
+    way to run a process with other limits."""
+
+    def __init__(self, cluster: config.Cluster, name: str) -> None:
+        super().__init__(Path(cluster.data_dir))
+        self.cluster = cluster
+        self.node = cluster.node(name)
+        self.port = self.node.port
+        self.url = self.node.url
+        self.cluster_file = self.data_dir / config.CLUSTER_FILE
+
+    def start(self) -> Cluster:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config.write_cluster(self.cluster, self.cluster_file)
+        return super().start()
+
+    def command(self) -> list[str]:
+        tier = self.node.tier
+        return ["serve", tier, "--config", str(self.cluster_file), "--name", self.node.name]
+
+    def healthy(self) -> bool:
+        """It answers HTTP (its /health may well say 503: its peers are not running)."""
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"bazar serve exited early:\n{self.logs()}")
+        return self.request("GET", "/health")[0] != 0
 
 
 def _lower(items: Any) -> dict[str, str]:
