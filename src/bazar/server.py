@@ -60,7 +60,8 @@ def serve(app: ASGIApp, host: str, port: int) -> None:
         port=port,
         loop="uvloop",
         http=OneWrite,
-        access_log=False,
+        access_log=False,  # our edge logs each request (bazar.logs)
+        log_config=None,  # uvicorn's lines go through the process's handlers (bazar.logs)
         log_level="warning",
         lifespan="on",
         backlog=2048,
