@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import TextIO
@@ -118,6 +119,14 @@ def _transition_keys(logger: WrappedLogger, method: str, event_dict: EventDict) 
     return event_dict
 
 
+def _timestamp(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    """When the line was logged, not when a handler formats it: the file and stderr agree."""
+    record: logging.LogRecord = event_dict["_record"]
+    moment = datetime.fromtimestamp(record.created, UTC)
+    event_dict["ts"] = moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return event_dict
+
+
 def _process_key(process: str) -> Processor:
     def add(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
         event_dict["process"] = process
@@ -138,7 +147,7 @@ def formatter(process: str, log_format: LogFormat, *, colors: bool = False) -> P
     common: list[Processor] = [
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+        _timestamp,
         _process_key(process),
     ]
     if log_format == "json":
