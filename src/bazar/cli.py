@@ -6,7 +6,6 @@ reads `os.environ` and `sys.argv`, and only it prints (besides the client and be
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shlex
 import sys
@@ -20,14 +19,13 @@ from bazar.config import (
     ADMIN_TOKEN_FILE,
     CLUSTER_FILE,
     DEFAULT_FRONTEND_PORT,
+    LOG_FORMATS,
     REPLICATED_TIERS,
     load_cluster,
     load_secrets,
     plan_cluster,
     write_cluster,
 )
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def _positive_int(text: str) -> int:
@@ -171,6 +169,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("tier", choices=["frontend", "catalog", "order"])
     serve.add_argument("--config", required=True)
     serve.add_argument("--name", required=True)
+    for process in (up, serve):
+        process.add_argument(
+            "--log-format",
+            choices=LOG_FORMATS,
+            default="text",
+            help="each process's log lines (<data-dir>/logs/<name>.log and stderr)",
+        )
 
     for name, help_text in (
         ("search", "books whose topic contains TOPIC"),
@@ -224,19 +229,21 @@ def _up(args: argparse.Namespace) -> int:
     load_secrets(data_dir, os.environ)
     cluster_file = data_dir / CLUSTER_FILE
     write_cluster(cluster, cluster_file)
-    return Supervisor(cluster, cluster_file, restart=not args.no_restart).run()
+    return Supervisor(
+        cluster, cluster_file, restart=not args.no_restart, log_format=args.log_format
+    ).run()
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from bazar import server
+    from bazar import logs, server
 
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     cluster = load_cluster(Path(args.config))
     secrets = load_secrets(Path(cluster.data_dir), os.environ)
     node = cluster.node(args.name)
     if node.tier != args.tier:
         print(f"{args.name} is a {node.tier} process, not {args.tier}", file=sys.stderr)
         return 2
+    logs.configure(node.name, Path(cluster.data_dir), args.log_format, cluster.limits)
     if args.tier == "frontend":
         from bazar.frontend.service import Frontend
 

@@ -19,6 +19,8 @@ import msgspec
 Tier = Literal["frontend", "catalog", "order"]
 ReplicatedTier = Literal["catalog", "order"]
 REPLICATED_TIERS: tuple[ReplicatedTier, ...] = ("catalog", "order")
+LogFormat = Literal["text", "json"]  # `--log-format` (bazar.logs)
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 
 DEFAULT_FRONTEND_PORT = 8002
 DEFAULT_PORTS: dict[ReplicatedTier, tuple[int, ...]] = {
@@ -56,6 +58,10 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     test_read_delay_ms_max: int = 10_000
     catch_up_entries_max: int = 64
     append_bytes_max: int = 64 * 1024 * 1024
+    log_file_bytes_max: int = 10 * 1024 * 1024
+    """A process's log file is rotated past this size (`<name>.log` -> `<name>.log.1`)."""
+    log_files_kept: int = 5
+    """Rotated files kept besides the current one: at most 60 MiB of logs per process."""
     invalidate_retry_ms_max: int = 1000
     retry_after_s: int = 1
     lease_ms: int = 1000

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -21,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bazar import logs
 from bazar.errors import (
     BazarError,
     MethodNotAllowed,
@@ -81,7 +83,8 @@ async def _unexpected(request: Request, error: Exception) -> Response:
 
 
 class EdgeMiddleware:
-    """Pure ASGI: strip one trailing slash (no redirect) and echo or create `X-Request-Id`."""
+    """Pure ASGI: strip one trailing slash (no redirect), echo or create `X-Request-Id`, and
+    log the request's one line once it is answered (`logs.request_done`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -96,15 +99,25 @@ class EdgeMiddleware:
             scope = dict(scope)  # one literal trailing slash; an encoded %2F is data
             scope["path"] = path[:-1]
         rid = request_id(scope)
+        started_s = time.perf_counter()
+        status: int | None = None
+        notes: dict[str, object] = {}
+        token = logs.REQUEST_NOTES.set(notes)
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", rid))
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            logs.REQUEST_NOTES.reset(token)
+            logs.request_done(rid, scope["method"], path, status, started_s, notes)
 
 
 def request_id(scope: Scope) -> bytes:

@@ -280,7 +280,8 @@ def serve(app: ASGIApp, host: str, port: int, limits: Limits, secret: str) -> No
         port=port,
         loop="uvloop",
         http=protocol(limits, secret, connections_max),
-        access_log=False,
+        access_log=False,  # our edge logs each request (bazar.logs)
+        log_config=None,  # uvicorn's lines go through the process's handlers (bazar.logs)
         log_level="warning",
         lifespan="on",
         backlog=2048,

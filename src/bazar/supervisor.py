@@ -2,7 +2,9 @@
 backoff (unless told not to), and stop them all on SIGTERM or Ctrl-C.
 
 Children stay in the supervisor's process group, so whoever stops `bazar up` by its group
-also stops them. Each child logs to `<data-dir>/logs/<name>.log`.
+also stops them. Each child logs to `<data-dir>/logs/<name>.log` (bazar.logs rotates it), and
+its stdout and stderr go to that file too, for what is written outside logging (a crash before
+logging starts): the terminal shows only the supervisor's own lines.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from types import FrameType
 
 import msgspec
 
-from bazar.config import Cluster, Node, load_cluster
+from bazar.config import Cluster, LogFormat, Node, load_cluster
+from bazar.logs import LOGS_DIRECTORY, log_path
 
 POLL_S = 0.1
 BACKOFF_FIRST_S = 0.2
@@ -86,13 +89,16 @@ class Supervisor:
     replica is added or removed at runtime (SPEC §2 admin routes): the supervisor then
     starts or stops it."""
 
-    def __init__(self, cluster: Cluster, cluster_file: Path, *, restart: bool) -> None:
+    def __init__(
+        self, cluster: Cluster, cluster_file: Path, *, restart: bool, log_format: LogFormat = "text"
+    ) -> None:
         self.cluster = cluster
+        self.log_format = log_format
         self.cluster_file = cluster_file
         self.cluster_mtime_ns = cluster_file.stat().st_mtime_ns
         self.restart = restart
         self.stopping = False
-        self.logs = Path(cluster.data_dir) / "logs"
+        self.logs = Path(cluster.data_dir) / LOGS_DIRECTORY
         self.logs.mkdir(parents=True, exist_ok=True)
         replicas = [*cluster.catalog, *cluster.order]
         self.children = [self._child(node) for node in [*replicas, cluster.frontend]]
@@ -100,7 +106,8 @@ class Supervisor:
     def _child(self, node: Node) -> Child:
         command = [sys.executable, "-m", "bazar", "serve", node.tier]
         command += ["--config", str(self.cluster_file), "--name", node.name]
-        return Child(node=node, command=command, log_path=self.logs / f"{node.name}.log")
+        command += ["--log-format", self.log_format]
+        return Child(node=node, command=command, log_path=log_path(self.logs.parent, node.name))
 
     def follow_cluster_file(self) -> None:
         """Start replicas added to the cluster file, stop the ones removed from it."""

@@ -4,15 +4,18 @@ A hit is most of the lab's traffic and needs no routing, no validation beyond re
 its key, and no encoding: the cache holds the encoded body, and the headers are built from
 constants. Anything that is not a plain hit (a miss, a `Cache-Control: no-cache` read, a
 path in another spelling, another method) goes on to the full app unchanged, which does the
-same lookup again only when this one did not count a miss.
+same lookup again only when this one did not count a miss. A hit is logged here, one line
+like every request's (`logs.request_done`); the edge logs the rest.
 """
 
 from __future__ import annotations
 
 import time
+from types import MappingProxyType
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bazar import logs
 from bazar.errors import InvalidRequest
 from bazar.frontend.cache import LIST_KEY, Cache, book_key, topic_key
 from bazar.http_app import request_id
@@ -20,6 +23,7 @@ from bazar.metrics import Metrics
 from bazar.replication.runtime import monotonic_ms
 from bazar.request import search_topic
 
+HIT = MappingProxyType({"cache": "hit"})  # a hit's field in its request line
 MISSED = "bazar.cache_missed"  # scope key: this request's lookup already missed
 ID_DIGITS_MAX = 18  # always below 2^63; longer ids take the full path
 _JSON = (b"content-type", b"application/json")
@@ -75,6 +79,7 @@ class HitPath:
             scope[MISSED] = True
             await self.app(scope, receive, send)
             return
+        rid = request_id(scope)
         await send(
             {
                 "type": "http.response.start",
@@ -82,7 +87,7 @@ class HitPath:
                 "headers": [
                     _JSON,
                     (b"content-length", str(len(body)).encode()),
-                    (b"x-request-id", request_id(scope)),
+                    (b"x-request-id", rid),
                 ],
             }
         )
@@ -90,3 +95,4 @@ class HitPath:
         route = "/info" if path[1] == "i" else "/search"
         self.counted[route].inc()
         self.latency[route].observe(time.perf_counter() - started)
+        logs.request_done(rid, "GET", path, 200, started, HIT)

@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from bazar import logs
 from bazar.config import REPLICATED_TIERS, Cluster, Secrets
 from bazar.errors import (
     BazarError,
@@ -310,6 +311,7 @@ class Frontend:
         """One attempt, given up (outcome unknown) if a failover replaces its primary
         meanwhile, so that a dead primary costs a retry, not a timeout."""
         view = self.views.views[tier]
+        logs.note("replica", view.primary)
         attempt = call(view.url_of(view.primary), self.limits.write_timeout_ms)
         self._writes_inflight[tier] += 1
         try:
@@ -373,9 +375,11 @@ class Frontend:
                     timeout_ms=self.limits.read_timeout_ms,
                 )
                 self.metrics.backend_reads.labels(tier, "ok").inc()
+                logs.note("replica", name)
                 return reply
             except (NotFound, InvalidRequest):
                 self.metrics.backend_reads.labels(tier, "ok").inc()
+                logs.note("replica", name)
                 raise
             except (TransportError, BazarError) as error:
                 self.metrics.backend_reads.labels(tier, "failed").inc()
@@ -388,11 +392,10 @@ class Frontend:
     def _cached(self, key: str, request: Request) -> Response | None:
         """The stored answer, unless the cache is off, the client asked for a fresh read
         (`Cache-Control: no-cache`) or the fast path has just missed it."""
-        if not self.cache_enabled or MISSED in request.scope:
+        if not self.cache_enabled or wants_fresh(request.scope["headers"]):
             return None
-        if wants_fresh(request.scope["headers"]):
-            return None
-        body = self.cache.get(key, monotonic_ms())
+        body = None if MISSED in request.scope else self.cache.get(key, monotonic_ms())
+        logs.note("cache", "miss" if body is None else "hit")
         return None if body is None else json_response(body)
 
     def _fill(

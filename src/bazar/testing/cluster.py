@@ -78,8 +78,10 @@ class Cluster:
         read_timeout_ms: int | None = None,
         log_entries_max: int | None = None,
         min_in_sync: int | None = None,
+        log_format: str = "text",
     ) -> None:
         self.data_dir = data_dir
+        self.log_format = log_format
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.arguments = [
@@ -110,6 +112,7 @@ class Cluster:
             self.arguments += ["--log-entries-max", str(log_entries_max)]
         if min_in_sync is not None:
             self.arguments += ["--min-in-sync", str(min_in_sync)]
+        self.arguments += ["--log-format", log_format]
         self.process: subprocess.Popen[bytes] | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -314,7 +317,7 @@ def served_by_hand(
     tier = name.split("-")[0]
     command = [sys.executable, "-m", "bazar", "serve", tier]
     config = config or cluster.data_dir / "cluster.toml"
-    command += ["--config", str(config), "--name", name]
+    command += ["--config", str(config), "--name", name, "--log-format", cluster.log_format]
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAZAR_")}
     with (cluster.data_dir / "logs" / f"{name}.log").open("ab") as log:
         process = subprocess.Popen(
