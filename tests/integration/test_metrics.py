@@ -149,8 +149,8 @@ def test_replicas_report_position_batches_fsync_and_lag(
     assert value(then, "bazar_replica_last_seq", **me) == value(
         then, "bazar_replica_commit_seq", **me
     )
-    assert grew((first, then), "bazar_batch_commands_count")
-    assert grew((first, then), "bazar_fsync_seconds_count", kind="commit")
+    assert grew((first, then), "bazar_batch_commands_count", **me)
+    assert grew((first, then), "bazar_fsync_seconds_count", **me, kind="commit")
     assert grew(
         (first, then), "bazar_requests_total", method="POST", route=write_route, status="200"
     )
@@ -158,8 +158,8 @@ def test_replicas_report_position_batches_fsync_and_lag(
     mine, theirs = before[backup["name"]], after[backup["name"]]
     other = {"tier": tier, "node": backup["name"]}
     assert value(theirs, "bazar_replica_role", **other, role="backup") == 1
-    assert grew((mine, theirs), "bazar_stage_entries_count")
-    assert grew((mine, theirs), "bazar_fsync_seconds_count", kind="stage")
+    assert grew((mine, theirs), "bazar_stage_entries_count", **other)
+    assert grew((mine, theirs), "bazar_fsync_seconds_count", **other, kind="stage")
     assert grew(
         (mine, theirs),
         "bazar_requests_total",

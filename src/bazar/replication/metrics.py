@@ -6,8 +6,9 @@ match_seq, the lease) is read by `ReplicaCollector` when Prometheus scrapes, so 
 path pays nothing for it. What exists nowhere else (batch sizes, the time of a durable
 transaction) is observed once per batch, never once per command.
 
-Every family the collector yields carries `tier` and `node` labels: a replica keeps its name
-when it moves to another address, so dashboards can follow it.
+Every replica family carries `tier` and `node` labels (the request counters, the same in
+every process, do not): a replica keeps its name when it moves to another address, so
+dashboards can follow it.
 """
 
 from __future__ import annotations
@@ -40,31 +41,34 @@ def powers_of_two(upper: int) -> tuple[float, ...]:
 
 
 class ReplicaMetrics(Metrics):
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, tier: str, node: str) -> None:
         super().__init__()
+        identity = (tier, node)  # bound once: an observation does no label lookup
         self.batch_commands = Histogram(
             "bazar_batch_commands",
             "Commands per replicated batch (one log entry), on the primary: the group commit.",
+            IDENTITY,
             buckets=powers_of_two(limits.batch_commands_max),
             registry=self.registry,
-        )
+        ).labels(*identity)
         self.stage_entries = Histogram(
             "bazar_stage_entries",
             "Entries a backup staged from one Append (more than one while catching up).",
+            IDENTITY,
             buckets=powers_of_two(limits.catch_up_entries_max),
             registry=self.registry,
-        )
+        ).labels(*identity)
         fsync = Histogram(
             "bazar_fsync_seconds",
             "Time of a durable SQLite transaction on the writer thread (synchronous=FULL, so"
             " it includes the fsync): the primary's COMMIT of a batch (kind=commit), a"
             " backup's stage transaction (kind=stage).",
-            ["kind"],
+            [*IDENTITY, "kind"],
             buckets=FSYNC_BUCKETS_S,
             registry=self.registry,
         )
-        self.commit_seconds = fsync.labels("commit")
-        self.stage_seconds = fsync.labels("stage")
+        self.commit_seconds = fsync.labels(*identity, "commit")
+        self.stage_seconds = fsync.labels(*identity, "stage")
 
     def watch(self, core: Replica, queued: Callable[[], int], clock_ms: Callable[[], int]) -> None:
         self.register(ReplicaCollector(core, queued, clock_ms))

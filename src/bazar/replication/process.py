@@ -71,7 +71,7 @@ class ReplicaProcess:
         path = Path(cluster.data_dir) / node.name / f"{node.tier}.sqlite3"
         self.store = Store(path, schema, machine.tables)
         self.transport = Transport(self.secret)
-        self.metrics = ReplicaMetrics(cluster.limits)
+        self.metrics = ReplicaMetrics(cluster.limits, node.tier, node.name)
         self.runtime: ReplicaRuntime[Any, Any] = ReplicaRuntime(
             cluster=cluster,
             node=node,

@@ -73,10 +73,11 @@ def test_requests_are_counted_by_route_template_and_bounded_method() -> None:
 
 
 def test_each_process_has_a_registry_of_its_own() -> None:
-    first, second = ReplicaMetrics(Limits()), ReplicaMetrics(Limits())
+    first, second = (ReplicaMetrics(Limits(), "catalog", "catalog-1") for _ in "ab")
     first.batch_commands.observe(3)
-    assert first.registry.get_sample_value("bazar_batch_commands_count") == 1
-    assert second.registry.get_sample_value("bazar_batch_commands_count") == 0
+    labels = {"tier": "catalog", "node": "catalog-1"}
+    assert first.registry.get_sample_value("bazar_batch_commands_count", labels) == 1
+    assert second.registry.get_sample_value("bazar_batch_commands_count", labels) == 0
     views = ViewManager(views={}, booted_ms=0)
     fronts = [FrontendMetrics(Cache(entries_max=8, ttl_ms=1000), views, lambda: 0) for _ in "ab"]
     assert fronts[0].registry is not fronts[1].registry
