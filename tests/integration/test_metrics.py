@@ -12,7 +12,9 @@ goes to routes these tests do not count).
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from bazar.testing.cluster import Cluster, wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 LAG_DEADLINE_S = 10.0
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json"
 
 
 def scrape(cluster: Cluster, base: str | None = None) -> Samples:
@@ -177,3 +180,20 @@ def test_replicas_report_position_batches_fsync_and_lag(
         return value(samples, "bazar_replication_lag_entries", **me, peer=backup["name"]) == 0
 
     wait_until(caught_up, LAG_DEADLINE_S, f"{backup['name']} reported caught up")
+
+
+def test_the_sample_dashboard_uses_only_metrics_that_exist(cluster: Cluster) -> None:
+    buy(cluster, 5)  # so that every histogram has been observed somewhere
+    bases = [cluster.url] + [
+        replica["url"]
+        for tier in ("catalog", "order")
+        for replica in cluster.cluster_info()[tier]["replicas"]
+    ]
+    served = {name for base in bases for name, _ in scrape(cluster, base)}
+    dashboard = json.loads(DASHBOARD.read_text())
+    expressions = [
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    ]
+    used = {name for expr in expressions for name in re.findall(r"bazar_[a-z_]+", expr)}
+    assert used, expressions
+    assert used <= served, sorted(used - served)
