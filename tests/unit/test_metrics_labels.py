@@ -47,7 +47,10 @@ def status_of(app: ASGIApp, method: str, path: str) -> int:
     async def send(message: Message) -> None:
         sent.append(message)
 
-    asyncio.run(app(scope, receive, send))
+    async def call() -> None:
+        await app(scope, receive, send)
+
+    asyncio.run(call())
     return int(sent[0]["status"])
 
 
