@@ -56,6 +56,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
+        # Label lookups cost more than the observations: each (method, route, status) is
+        # looked up once. Bounded: methods, routes and statuses are finite sets.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One request answered."""
+        key = (method_label(method), route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(*key[:2], str(status)), self.latency.labels(route))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def register(self, collector: Collector) -> None:
         self.registry.register(collector)
@@ -87,8 +100,7 @@ class Metrics:
             try:
                 await app(scope, receive, record)
             finally:
-                route = route_label(scope)
-                self.requests.labels(method_label(scope["method"]), route, str(status)).inc()
-                self.latency.labels(route).observe(time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                self.observe(scope["method"], route_label(scope), status, elapsed)
 
         return measured
