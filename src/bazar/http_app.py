@@ -134,7 +134,10 @@ def request_id(scope: Scope) -> bytes:
 def build_app(
     routes: Sequence[BaseRoute],
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+    measure: Callable[[ASGIApp], ASGIApp] | None = None,
 ) -> ASGIApp:
+    """The Starlette app behind `EdgeMiddleware`; `measure` (the metrics middleware) wraps
+    the app itself, where the scope still carries the route the router matched."""
     app = Starlette(
         routes=list(routes),
         lifespan=lifespan,
@@ -145,7 +148,7 @@ def build_app(
         },
     )
     app.router.redirect_slashes = False
-    return EdgeMiddleware(app)
+    return EdgeMiddleware(app if measure is None else measure(app))
 
 
 async def read_body(request: Request, limit_bytes: int) -> bytes:

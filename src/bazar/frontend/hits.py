@@ -27,6 +27,8 @@ HIT = MappingProxyType({"cache": "hit"})  # a hit's field in its request line
 MISSED = "bazar.cache_missed"  # scope key: this request's lookup already missed
 ID_DIGITS_MAX = 18  # always below 2^63; longer ids take the full path
 _JSON = (b"content-type", b"application/json")
+LIST_ROUTE, BOOK_ROUTE, TOPIC_ROUTE = "/info", "/info/{id}", "/search/{topic:path}"
+HIT_ROUTES = (LIST_ROUTE, BOOK_ROUTE, TOPIC_ROUTE)
 
 
 def hit_key(path: str, topic_chars_max: int) -> str | None:
@@ -47,6 +49,13 @@ def hit_key(path: str, topic_chars_max: int) -> str | None:
     return None
 
 
+def hit_route(path: str) -> str:
+    """The template of the route that a hit on `path` (a `hit_key` path) stands for."""
+    if path == "/info":
+        return LIST_ROUTE
+    return BOOK_ROUTE if path[1] == "i" else TOPIC_ROUTE
+
+
 def wants_fresh(headers: list[tuple[bytes, bytes]]) -> bool:
     """`Cache-Control: no-cache` (RFC 9111 §5.2.1.4): the client asks for a value read from
     a replica, not a stored one."""
@@ -58,10 +67,9 @@ class HitPath:
         self.cache = cache
         self.app = app
         self.topic_chars_max = topic_chars_max
-        self.counted = {
-            route: metrics.requests.labels("GET", route, "200") for route in ("/info", "/search")
-        }
-        self.latency = {route: metrics.latency.labels(route) for route in self.counted}
+        # Labelled with the templates of the routes that would have answered (service.py).
+        self.counted = {route: metrics.requests.labels("GET", route, "200") for route in HIT_ROUTES}
+        self.latency = {route: metrics.latency.labels(route) for route in HIT_ROUTES}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET":
@@ -92,7 +100,7 @@ class HitPath:
             }
         )
         await send({"type": "http.response.body", "body": body})
-        route = "/info" if path[1] == "i" else "/search"
+        route = hit_route(path)
         self.counted[route].inc()
         self.latency[route].observe(time.perf_counter() - started)
         logs.request_done(rid, "GET", path, 200, started, HIT)

@@ -40,9 +40,9 @@ from bazar.frontend.balancer import RoundRobin
 from bazar.frontend.cache import LIST_KEY, Cache, book_key, topic_key
 from bazar.frontend.hits import MISSED, HitPath, wants_fresh
 from bazar.frontend.membership import Membership
+from bazar.frontend.metrics import FrontendMetrics
 from bazar.frontend.views import Leases, ViewManager, initial_view
 from bazar.http_app import build_app, json_response, read_body, require_token
-from bazar.metrics import Metrics
 from bazar.replication.process import decode_body
 from bazar.replication.runtime import monotonic_ms
 from bazar.request import (
@@ -167,8 +167,7 @@ class Frontend:
         self.cache_enabled = cluster.cache_enabled
         self.cache_ready = False  # until the catalog primary has told us its open write
         self.known_books: set[int] = set()  # ids seen in replica answers: the catalog's size
-        self.metrics = Metrics()
-        self.metrics.watch_cache(self.cache)
+        self.metrics = FrontendMetrics(self.cache, self.views, monotonic_ms)
         self.openapi = openapi.openapi_json()
         self._tick_task: asyncio.Task[None] | None = None
         self._view_lock = asyncio.Lock()
@@ -190,7 +189,7 @@ class Frontend:
             Route("/", self._index, methods=["GET"]),
             Route("/docs", self._docs, methods=["GET"]),
             Route("/openapi.json", self._openapi, methods=["GET"]),
-            Route("/metrics", self._metrics, methods=["GET"]),
+            Route("/metrics", self.metrics.endpoint, methods=["GET"]),
             Route("/health", self._health, methods=["GET"]),
             Route("/cluster", self._cluster, methods=["GET"]),
             Route("/search", self._search_empty, methods=["GET"]),
@@ -207,7 +206,7 @@ class Frontend:
             Route("/admin/replicas/{name}", self.membership.remove, methods=["DELETE"]),
             Route("/admin/switchover", self.membership.switchover, methods=["POST"]),
         ]
-        app = self.metrics.middleware(build_app(routes, lifespan=self.lifespan))
+        app = build_app(routes, lifespan=self.lifespan, measure=self.metrics.middleware)
         if not self.cache_enabled:
             return app
         return HitPath(self.cache, self.metrics, self.limits.topic_chars_max, app)
@@ -615,9 +614,6 @@ class Frontend:
                     f"--min-in-sync {self.cluster.min_in_sync}"
                 )
         return json_response(HealthData(data=HealthStatus(status="ok")))
-
-    async def _metrics(self, request: Request) -> Response:
-        return Response(self.metrics.render(), media_type=self.metrics.content_type)
 
     async def _openapi(self, request: Request) -> Response:
         return json_response(self.openapi)

@@ -1,7 +1,7 @@
 """What every replica process has, whatever its tier: the replication routes (append,
-snapshot, commit point, digest), the health checks, the secret check, the store and runtime
-lifecycle, and decoding of internal request bodies. The catalog and order services add their
-own routes on top.
+snapshot, commit point, digest), the health checks and metrics (both without the secret),
+the secret check, the store and runtime lifecycle, and decoding of internal request bodies.
+The catalog and order services add their own routes on top.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from starlette.types import ASGIApp
 from bazar.config import Cluster, Node, Secrets
 from bazar.errors import InvalidRequest
 from bazar.http_app import build_app, json_response, read_body, require_token
+from bazar.replication.metrics import ReplicaMetrics
 from bazar.replication.replica import Notify
 from bazar.replication.runtime import SNAPSHOT_HEADER, ReplicaRuntime, monotonic_ms
 from bazar.replication.storage import Machine, Store
@@ -70,14 +71,17 @@ class ReplicaProcess:
         path = Path(cluster.data_dir) / node.name / f"{node.tier}.sqlite3"
         self.store = Store(path, schema, machine.tables)
         self.transport = Transport(self.secret)
+        self.metrics = ReplicaMetrics(cluster.limits, node.tier, node.name)
         self.runtime: ReplicaRuntime[Any, Any] = ReplicaRuntime(
             cluster=cluster,
             node=node,
             store=self.store,
             machine=machine,
             transport=self.transport,
+            metrics=self.metrics,
             notify=notify,
         )
+        self.metrics.watch(self.runtime.core, self.runtime.queued, monotonic_ms)
         self.background: list[Callable[[], Awaitable[None]]] = []
 
     def internal(self, handler: Handler) -> Handler:
@@ -103,6 +107,7 @@ class ReplicaProcess:
             Route("/health", self._health, methods=["GET"]),
             Route("/primary", self._health, methods=["GET"]),
             Route("/replica", self._health, methods=["GET"]),
+            Route("/metrics", self.metrics.endpoint, methods=["GET"]),  # no secret (SPEC §4)
         ]
 
     async def _append(self, request: Request) -> Response:
@@ -173,4 +178,6 @@ class ReplicaProcess:
             self.store.close()
 
     def app(self, routes: Sequence[BaseRoute]) -> ASGIApp:
-        return build_app([*self.routes(), *routes], lifespan=self.lifespan)
+        return build_app(
+            [*self.routes(), *routes], lifespan=self.lifespan, measure=self.metrics.middleware
+        )

@@ -26,6 +26,7 @@ from typing import Generic, TypeVar
 
 from bazar.config import Cluster, Node
 from bazar.errors import Abandoned, BazarError, NotPrimary, Refused, Unavailable
+from bazar.replication.metrics import ReplicaMetrics, timed
 from bazar.replication.ready import (
     AbortBatch,
     CommitBatch,
@@ -105,6 +106,7 @@ class ReplicaRuntime(Generic[C, R]):
         store: Store,
         machine: Machine[C, R],
         transport: Transport,
+        metrics: ReplicaMetrics,
         notify: Notify | None = None,
     ) -> None:
         meta = store.load_meta()
@@ -114,6 +116,7 @@ class ReplicaRuntime(Generic[C, R]):
         self.store = store
         self.machine = machine
         self.transport = transport
+        self.metrics = metrics
         self.core = Replica(
             name=node.name,
             tier=node.tier,
@@ -193,17 +196,7 @@ class ReplicaRuntime(Generic[C, R]):
                     partial(save_epoch, epoch=effect.epoch, intent=self.store.intent)
                 )
             elif isinstance(effect, Stage):
-                await self.store.write(
-                    partial(
-                        stage_entries,
-                        tables=self.store.tables,
-                        epoch=effect.epoch,
-                        truncate_from=effect.truncate_from,
-                        entries=effect.stage,
-                        apply=effect.apply,
-                        commit_seq=effect.commit_seq,
-                    )
-                )
+                await self._stage(effect)
             elif isinstance(effect, CommitBatch):
                 await self._commit(effect.entry)
             elif isinstance(effect, PruneLog):
@@ -217,9 +210,24 @@ class ReplicaRuntime(Generic[C, R]):
                 await asyncio.shield(self.store.write(rollback_batch))
                 self._finish_batch(Abandoned(f"the write was abandoned: {effect.reason}"))
 
+    async def _stage(self, effect: Stage) -> None:
+        stage = partial(
+            stage_entries,
+            tables=self.store.tables,
+            epoch=effect.epoch,
+            truncate_from=effect.truncate_from,
+            entries=effect.stage,
+            apply=effect.apply,
+            commit_seq=effect.commit_seq,
+        )
+        await self.store.write(timed(self.metrics.stage_seconds, stage))
+        if effect.stage:
+            self.metrics.stage_entries.observe(len(effect.stage))
+
     async def _commit(self, entry: Entry) -> None:
         try:
-            await self.store.write(partial(commit_batch, intent=self.store.intent, entry=entry))
+            commit = partial(commit_batch, intent=self.store.intent, entry=entry)
+            await self.store.write(timed(self.metrics.commit_seconds, commit))
         except Exception:
             # Whether the entry is on disk is unknown, and memory cannot be made to agree:
             # restart from the disk (the supervisor does it; the boot epoch rule then forces
@@ -430,6 +438,7 @@ class ReplicaRuntime(Generic[C, R]):
                 return True
             self._batch = (batch, results)
             self._batch_done.clear()
+            self.metrics.batch_commands.observe(len(batch))
             ready = core.propose(entry, now_ms)
             await self._persist(ready)
             core.advance(ready)
@@ -444,7 +453,8 @@ class ReplicaRuntime(Generic[C, R]):
 
     async def _write_intent(self, entry: Entry) -> None:
         try:
-            await self.store.write(partial(write_intent, intent=self.store.intent, entry=entry))
+            intent = partial(write_intent, intent=self.store.intent, entry=entry)
+            await self.store.write(timed(self.metrics.intent_seconds, intent))
         except Exception:
             log.warning("the intent of seq %d was not written; its commit syncs", entry.seq)
 
@@ -460,6 +470,10 @@ class ReplicaRuntime(Generic[C, R]):
             else:
                 future.set_exception(error)
         self._batch_done.set()
+
+    def queued(self) -> int:
+        """Writes waiting for the next batch."""
+        return len(self._queue)
 
     def _fail_queue(self, error: BazarError) -> None:
         queued, self._queue = self._queue, []
