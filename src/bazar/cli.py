@@ -169,6 +169,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("tier", choices=["frontend", "catalog", "order"])
     serve.add_argument("--config", required=True)
     serve.add_argument("--name", required=True)
+    serve.add_argument(
+        "--host",
+        default=None,
+        help="address to listen on (default: the process's host in the cluster file; "
+        "a container listens on 0.0.0.0 while its peers reach it by its service name)",
+    )
     for process in (up, serve):
         process.add_argument(
             "--log-format",
@@ -256,7 +262,7 @@ def _serve(args: argparse.Namespace) -> int:
         from bazar.order.service import OrderService
 
         app = OrderService(cluster, node, secrets).app()
-    server.serve(app, node.host, node.port, cluster.limits, secrets.cluster_secret)
+    server.serve(app, args.host or node.host, node.port, cluster.limits, secrets.cluster_secret)
     return 0
 
 

@@ -3,6 +3,8 @@
 `bazar up` runs in a new session (its own process group), on a free port, with its data in a
 temporary directory; waiting is `wait_until(predicate, deadline)`, never a bare sleep; stopping
 is by process group (SIGTERM, then SIGKILL). Logs are kept in the data dir for failure reports.
+`bazar serve` of one process (`serve`, `served_by_hand`), and a cluster file's processes each
+started so (`ServedCluster`, on hosts of their own with `bazar.testing.netns`), go the same way.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from bazar import config
+from bazar.config import load_cluster, load_secrets
 
 START_DEADLINE_S = 30.0
 STOP_DEADLINE_S = 10.0
@@ -119,7 +122,15 @@ class Cluster:
 
     def start(self) -> Cluster:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BAZAR_")}
+        try:
+            self.spawn()
+            wait_until(self.healthy, START_DEADLINE_S, f"cluster at {self.url} healthy")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def spawn(self) -> None:
         with (self.data_dir / "up.log").open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "bazar", *self.command()],
@@ -127,22 +138,20 @@ class Cluster:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                env=env,
+                env=_environment(),
             )
-        try:
-            wait_until(self.healthy, START_DEADLINE_S, f"cluster at {self.url} healthy")
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def command(self) -> list[str]:
         return ["up", *self.arguments]
 
-    def healthy(self) -> bool:
+    def check_running(self) -> None:
+        """Raises: RuntimeError (with the logs) once `bazar up` has exited."""
         assert self.process is not None
         if self.process.poll() is not None:
             raise RuntimeError(f"bazar up exited early:\n{self.logs()}")
+
+    def healthy(self) -> bool:
+        self.check_running()
         status, _, _ = self.request("GET", "/health")
         if status != 200:
             return False
@@ -286,6 +295,12 @@ class Serve(Cluster):
         return self.request("GET", "/health")[0] != 0
 
 
+def _environment() -> dict[str, str]:
+    """Ours, without BAZAR_* variables: a cluster under test takes its secrets from its data
+    dir, never from the shell that runs the tests."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("BAZAR_")}
+
+
 def _lower(items: Any) -> dict[str, str]:
     return {str(k).lower(): str(v) for k, v in items}
 
@@ -314,21 +329,93 @@ def served_by_hand(
     """Replica `name` started again as `bazar up`'s supervisor would (`bazar serve` with the
     cluster file, logging to its log): how an operator restarts one process by hand. Stopped
     by its pid at the end (SIGTERM, then SIGKILL)."""
-    tier = name.split("-")[0]
-    command = [sys.executable, "-m", "bazar", "serve", tier]
     config = config or cluster.data_dir / "cluster.toml"
-    command += ["--config", str(config), "--name", name, "--log-format", cluster.log_format]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BAZAR_")}
-    with (cluster.data_dir / "logs" / f"{name}.log").open("ab") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-        )
+    log = cluster.data_dir / "logs" / f"{name}.log"
+    process = serve(config, name, log, log_format=cluster.log_format)
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
+
+
+def serve(
+    config: Path,
+    name: str,
+    log: Path,
+    *,
+    prefix: Sequence[str] = (),
+    host: str | None = None,
+    log_format: str = "text",
+) -> subprocess.Popen[bytes]:
+    """`bazar serve` for process `name` of the cluster file `config`, in a session of its own
+    (stopped by `stop_process`), appending its output to `log`. `prefix` runs it through
+    another command (`ip netns exec NS` puts it on a host of its own); `host` is `--host`."""
+    tier = load_cluster(config).node(name).tier
+    command = [*prefix, sys.executable, "-m", "bazar", "serve", tier]
+    command += ["--config", str(config), "--name", name, "--log-format", log_format]
+    command += ["--host", host] if host is not None else []
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=_environment(),
+        )
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group `serve` started, then SIGKILL if it is still there."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=STOP_DEADLINE_S)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+class ServedCluster(Cluster):
+    """The processes of a cluster file started one by one with `bazar serve`, as on several
+    hosts (SPEC §4), instead of under `bazar up`: each through its own command prefix (see
+    `serve`), logging to `<data-dir>/logs/<name>.log`. The secrets are generated into the data
+    dir first, so that every process reads the same ones. Requests and checks are `Cluster`'s."""
+
+    def __init__(
+        self,
+        config: Path,
+        *,
+        prefixes: Mapping[str, Sequence[str]] | None = None,
+        hosts: Mapping[str, str] | None = None,
+    ) -> None:
+        plan = load_cluster(config)
+        self.config = config
+        self.data_dir = Path(plan.data_dir)
+        self.port = plan.frontend.port
+        self.url = plan.frontend.url
+        self.names = [node.name for node in plan.nodes()]
+        self.prefixes = dict(prefixes or {})
+        self.hosts = dict(hosts or {})
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.process = None
+
+    def spawn(self) -> None:
+        load_secrets(self.data_dir, {})
+        for name in self.names:
+            log = self.data_dir / "logs" / f"{name}.log"
+            prefix = self.prefixes.get(name, ())
+            self.processes[name] = serve(
+                self.config, name, log, prefix=prefix, host=self.hosts.get(name)
+            )
+
+    def check_running(self) -> None:
+        """Raises: RuntimeError (with the logs) once any of its processes has exited."""
+        exited = [name for name, process in self.processes.items() if process.poll() is not None]
+        if exited:
+            raise RuntimeError(f"{', '.join(exited)} exited early:\n{self.logs()}")
+
+    def stop(self) -> None:
+        while self.processes:
+            stop_process(self.processes.popitem()[1])

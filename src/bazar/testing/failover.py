@@ -75,16 +75,26 @@ def failover_cluster(
         "log_entries_max": log_entries_max,
         "min_in_sync": min_in_sync,
     }
-    with running(directory / "cluster", restart=False, **options) as cluster:
-        try:
-            wait_until(lambda: all_in_sync(cluster), START_DEADLINE_S, "every replica in sync")
-            yield cluster
-        except BaseException:
-            print(cluster.logs())
-            raise
-        finally:
-            with ledger.lock:
-                ledger.history.dump_jsonl(directory / "history.jsonl")
+    with (
+        running(directory / "cluster", restart=False, **options) as cluster,
+        recorded(cluster, directory, ledger),
+    ):
+        yield cluster
+
+
+@contextlib.contextmanager
+def recorded(cluster: Cluster, directory: Path, ledger: Ledger) -> Iterator[None]:
+    """Every replica of a started cluster in sync first; on failure its logs are printed
+    (pytest shows them); the history is kept in `directory/history.jsonl`."""
+    try:
+        wait_until(lambda: all_in_sync(cluster), START_DEADLINE_S, "every replica in sync")
+        yield
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        with ledger.lock:
+            ledger.history.dump_jsonl(directory / "history.jsonl")
 
 
 def failover_load(cluster: Cluster, ledger: Ledger) -> contextlib.AbstractContextManager[Load]:
