@@ -100,7 +100,9 @@ def test_a_lost_commit_comes_back_staged_from_the_intent(path: Path) -> None:
         meta = store.load_meta()
         assert (meta.commit_seq, meta.last_seq) == (1, 2)
         assert meta.staged == (lost,)
-        assert catalog.read_book(store.reader, 1)["stock"] == 5  # "a" sold, "b" staged only
+        book = catalog.read_book(store.reader, 1)
+        assert book is not None
+        assert book["stock"] == 5  # "a" sold, "b" staged only
         assert store.intent.entries_after(0) == []  # now in the log; the intent is spent
     finally:
         store.close()
