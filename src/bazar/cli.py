@@ -152,6 +152,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--cache-entries", type=int, default=10_000, help="cache size bound")
     up.add_argument("--cache-ttl-ms", type=int, default=60_000, help="cache entry lifetime")
     up.add_argument("--test-hooks", action="store_true", help=argparse.SUPPRESS)
+    up.add_argument(
+        "--demo",
+        action="store_true",
+        help="teaching console in the web page: kill, pause, resume, restart replicas "
+        "(with the admin token)",
+    )
     up.add_argument("--read-timeout-ms", type=int, default=None, help=argparse.SUPPRESS)
     up.add_argument(
         "--log-entries-max",
@@ -171,6 +177,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("tier", choices=["frontend", "catalog", "order"])
     serve.add_argument("--config", required=True)
     serve.add_argument("--name", required=True)
+    # The supervisor's control socket (`bazar up --demo`), given to the front end only.
+    serve.add_argument("--control-socket", default=None, help=argparse.SUPPRESS)
 
     for name, help_text in (
         ("search", "books whose topic contains TOPIC"),
@@ -224,7 +232,7 @@ def _up(args: argparse.Namespace) -> int:
     load_secrets(data_dir, os.environ)
     cluster_file = data_dir / CLUSTER_FILE
     write_cluster(cluster, cluster_file)
-    return Supervisor(cluster, cluster_file, restart=not args.no_restart).run()
+    return Supervisor(cluster, cluster_file, restart=not args.no_restart, demo=args.demo).run()
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -240,7 +248,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.tier == "frontend":
         from bazar.frontend.service import Frontend
 
-        app = Frontend(cluster, secrets, Path(args.config)).app()
+        control = Path(args.control_socket) if args.control_socket else None
+        app = Frontend(cluster, secrets, Path(args.config), control_socket=control).app()
     elif args.tier == "catalog":
         from bazar.catalog.service import CatalogService
 

@@ -24,7 +24,9 @@ class FakeSupervisor:
 
     started: ClassVar[list[Cluster]] = []
 
-    def __init__(self, cluster: Cluster, cluster_file: Path, *, restart: bool) -> None:
+    def __init__(
+        self, cluster: Cluster, cluster_file: Path, *, restart: bool, demo: bool = False
+    ) -> None:
         assert cluster_file.exists()
         self.cluster = cluster
 

@@ -22,7 +22,8 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from bazar.config import REPLICATED_TIERS, Cluster, Secrets
@@ -37,6 +38,7 @@ from bazar.errors import (
 from bazar.frontend import openapi, pages
 from bazar.frontend.balancer import RoundRobin
 from bazar.frontend.cache import LIST_KEY, Cache, book_key, topic_key
+from bazar.frontend.console import Console, with_console_paths
 from bazar.frontend.hits import MISSED, HitPath, wants_fresh
 from bazar.frontend.membership import Membership
 from bazar.frontend.views import Leases, ViewManager, initial_view
@@ -146,7 +148,12 @@ class ViewStore:
 
 class Frontend:
     def __init__(
-        self, cluster: Cluster, secrets: Secrets, cluster_file: Path | None = None
+        self,
+        cluster: Cluster,
+        secrets: Secrets,
+        cluster_file: Path | None = None,
+        *,
+        control_socket: Path | None = None,
     ) -> None:
         self.cluster = cluster
         self.limits = cluster.limits
@@ -169,6 +176,10 @@ class Frontend:
         self.metrics = Metrics()
         self.metrics.watch_cache(self.cache)
         self.openapi = openapi.openapi_json()
+        # The teaching console, only under `bazar up --demo` (its supervisor's socket).
+        self.console = None if control_socket is None else Console(secrets, control_socket)
+        if self.console is not None:
+            self.openapi = with_console_paths(self.openapi)
         self._tick_task: asyncio.Task[None] | None = None
         self._view_lock = asyncio.Lock()
         self._failed_until_ms: dict[str, int] = {}
@@ -205,6 +216,9 @@ class Frontend:
             Route("/admin/replicas", self.membership.add, methods=["POST"]),
             Route("/admin/replicas/{name}", self.membership.remove, methods=["DELETE"]),
             Route("/admin/switchover", self.membership.switchover, methods=["POST"]),
+            # The page's scripts and vendored libraries (no CDN): package data.
+            Mount("/static", StaticFiles(packages=[("bazar", "static")])),
+            *(self.console.routes() if self.console is not None else []),
         ]
         app = self.metrics.middleware(build_app(routes, lifespan=self.lifespan))
         if not self.cache_enabled:

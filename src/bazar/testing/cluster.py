@@ -76,6 +76,7 @@ class Cluster:
         read_timeout_ms: int | None = None,
         log_entries_max: int | None = None,
         min_in_sync: int | None = None,
+        demo: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
@@ -108,6 +109,8 @@ class Cluster:
             self.arguments += ["--log-entries-max", str(log_entries_max)]
         if min_in_sync is not None:
             self.arguments += ["--min-in-sync", str(min_in_sync)]
+        if demo:
+            self.arguments.append("--demo")
         self.process: subprocess.Popen[bytes] | None = None
 
     # ---------------------------------------------------------------- lifecycle
