@@ -115,7 +115,7 @@
   }
 
   function addReplica(tier) {
-    return act("add a " + tier + " replica", "POST", "/admin/replicas", {service: tier},
+    return act("add a replica to " + tier, "POST", "/admin/replicas", {service: tier},
       (r) => r.name + " " + r.state.replace("_", " "));
   }
 
