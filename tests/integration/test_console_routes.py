@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 
 from bazar import control
-from bazar.testing.cluster import Cluster, wait_until
+from bazar.config import CLUSTER_FILE, plan_cluster, write_cluster
+from bazar.supervisor import Supervisor
+from bazar.testing.cluster import Cluster, free_port, wait_until
 from bazar.wire import ControlReply, ControlRequest, ProcessState
 
 CONSOLE_PATHS = ("/admin/processes", "/admin/replicas/{name}/{action}")
@@ -206,3 +208,33 @@ def test_control_channel_answers_garbage_with_a_refusal_and_cleans_up() -> None:
         thread.join()
         server.close()
     assert not server.directory.exists()
+
+
+def test_only_the_front_end_of_a_demo_supervisor_gets_the_control_socket(tmp_path: Path) -> None:
+    """The routes exist where the front end is handed the supervisor's socket, nowhere else
+    (the supervisors are built, not run: nothing is started)."""
+    cluster = plan_cluster(
+        data_dir=tmp_path,
+        host="127.0.0.1",
+        port=free_port(),
+        catalog_replicas=2,
+        order_replicas=2,
+        catalog_file=None,
+    )
+    cluster_file = tmp_path / CLUSTER_FILE
+    write_cluster(cluster, cluster_file)
+    plain = Supervisor(cluster, cluster_file, restart=True)
+    demo = Supervisor(cluster, cluster_file, restart=True, demo=True)
+    assert plain.control is None
+    assert demo.control is not None
+    try:
+        for child in plain.children:
+            assert "--control-socket" not in child.command
+        for child in demo.children:
+            given = "--control-socket" in child.command
+            assert given == (child.node.tier == "frontend"), child.command
+            if given:
+                assert child.command[-1] == str(demo.control.path)
+    finally:
+        demo.stop_all()
+    assert not demo.control.directory.exists()
