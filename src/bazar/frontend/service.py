@@ -216,8 +216,12 @@ class Frontend:
             Route("/admin/replicas", self.membership.add, methods=["POST"]),
             Route("/admin/replicas/{name}", self.membership.remove, methods=["DELETE"]),
             Route("/admin/switchover", self.membership.switchover, methods=["POST"]),
-            # The page's scripts and vendored libraries (no CDN): package data.
-            Mount("/static", StaticFiles(packages=[("bazar", "static")])),
+            # The page's scripts and vendored libraries (no CDN), from the package data; the
+            # pages themselves are served at / and /docs only.
+            *(
+                Mount(f"/static/{folder}", StaticFiles(packages=[("bazar", f"static/{folder}")]))
+                for folder in ("js", "vendor")
+            ),
             *(self.console.routes() if self.console is not None else []),
         ]
         app = self.metrics.middleware(build_app(routes, lifespan=self.lifespan))
