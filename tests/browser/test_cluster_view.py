@@ -11,6 +11,7 @@ page is only watched, through its `data-testid`s, and photographed at each step.
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 from playwright.sync_api import Locator, Page, expect
@@ -19,6 +20,7 @@ from bazar.testing.browser import Steps
 from bazar.testing.cluster import Cluster, served_by_hand
 
 UI_MS = 5_000
+NUMBER = re.compile(r"^\d+\.\d$")
 FAULT_MS = 15_000
 """A lease expiry (about 1.1 s), a page refresh (1 s), or a restart and catch-up, on a
 shared and busy machine."""
@@ -78,3 +80,11 @@ def test_cluster_view_shows_a_kill_a_failover_and_the_rejoins(
             assert epoch_now > epoch_after  # rejoining is a view change
             expect(order.get_by_test_id("tier-epoch")).to_have_text(str(epoch_now), timeout=UI_MS)
             steps.shot("old-primary-rejoined-as-backup")
+
+            # The last minute's charts, drawn all along: one line per replica, by name.
+            charts = page.get_by_test_id("charts")
+            expect(charts.locator(".uplot")).to_have_count(5)
+            expect(page.get_by_test_id("chart-throughput-value")).to_have_text(NUMBER)
+            for tier, names in (("catalog", "catalog-1 catalog-2"), ("order", "order-1 order-2")):
+                legend = charts.locator(f'[data-chart="log-{tier}"] .u-legend')
+                expect(legend).to_have_text(re.compile(r"\s*".join(names.split())))
