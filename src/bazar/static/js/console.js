@@ -8,6 +8,7 @@
   const TOKEN_KEY = "bazar.adminToken";
   const ACTION_TIMEOUT_MS = 20000;  // a removal waits for a lease to expire and a process to stop
   const LOG_ENTRIES_MAX = 8;
+  const PROBE_RETRY_MS = 2000;
   const {call, h, errorText, dash} = window.bazar;
   const $ = (id) => document.getElementById(id);
 
@@ -44,6 +45,10 @@
     const r = await call("GET", "/admin/processes", token() ?
       {headers: {Accept: "application/json", Authorization: "Bearer " + token()}} : undefined);
     if (r.status === 404) return;
+    if ((r.status === 0 || r.status >= 500) && $("console").hidden) {
+      setTimeout(probe, PROBE_RETRY_MS);  // the front end is not there yet: ask again
+      return;
+    }
     $("console").hidden = false;
     if (r.ok && r.body && Array.isArray(r.body.data)) {
       unlock(r.body.data);
