@@ -12,6 +12,7 @@ from bazar.testing.browser import Steps
 from bazar.testing.cluster import Cluster
 
 UI_MS = 5_000
+POSITIVE = re.compile(r"^(?!0\.0$)\d+\.\d$")
 
 
 def book_row(page: Page, book_id: int) -> Locator:
@@ -101,6 +102,8 @@ def test_buy_until_out_of_stock_then_find_the_orders(
         status, body = cluster.json("GET", f"/orders/{order_id}")
         assert status == 200, body
         assert (body["data"]["book_id"], body["data"]["quantity"]) == (4, quantity)
+    # The last minute's throughput chart counted this traffic (not just the page's polling).
+    expect(page.get_by_test_id("chart-throughput-peak")).to_have_text(POSITIVE, timeout=UI_MS)
     steps.shot("purchases-list")
 
 

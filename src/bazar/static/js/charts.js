@@ -6,8 +6,10 @@
 "use strict";
 (function () {
   const WINDOW_S = 60;
-  // The store's own routes: the page's polling of /cluster and /metrics is not traffic.
-  const STORE_ROUTES = new Set(["/search", "/info", "/purchase", "/orders", "/books"]);
+  // The store's own routes, by the route label's first segment ("/info" or a template such as
+  // "/info/{id}"): the page's polling of /cluster and /metrics is not traffic.
+  const STORE_ROUTES = new Set(["search", "info", "purchase", "orders", "books"]);
+  const storeRoute = (label) => STORE_ROUTES.has(String(label || "").split("/")[1]);
   const REQUESTS = "bazar_requests_total";
   const LATENCY_BUCKETS = "bazar_request_seconds_bucket";
   const PALETTE = ["#2f6f4f", "#b5621b", "#3b6fb6", "#9b3bb6", "#b23a3a", "#3ba8a0"];
@@ -41,10 +43,10 @@
     let requests = 0, purchases = 0;
     const buckets = new Map();
     for (const {name, labels, value} of metrics) {
-      if (!STORE_ROUTES.has(labels.route)) continue;
+      if (!storeRoute(labels.route)) continue;
       if (name === REQUESTS) {
         requests += value;
-        if (labels.route === "/purchase" && labels.status === "200") purchases += value;
+        if (labels.route.startsWith("/purchase") && labels.status === "200") purchases += value;
       } else if (name === LATENCY_BUCKETS) {
         const le = labels.le === "+Inf" ? Infinity : Number(labels.le);
         buckets.set(le, (buckets.get(le) || 0) + value);
@@ -167,6 +169,7 @@
     }
     const last = (series) => series[series.length - 1];
     setValue("chart-throughput-value", last(throughput), 1);
+    setValue("chart-throughput-peak", Math.max(0, ...throughput.filter((v) => v !== null)), 1);
     setValue("chart-p50-value", last(p50), 2);
     setValue("chart-p99-value", last(p99), 2);
     setValue("chart-hit-rate-value", last(hits), 1);
