@@ -1,4 +1,5 @@
-"""Shared fixtures: real clusters on loopback, stopped by process group at teardown."""
+"""Shared fixtures: real clusters on loopback, stopped by process group at teardown; a headless
+chromium and step screenshots for the browser tests."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Page
 
+from bazar.testing.browser import ARTIFACTS, Steps, artifacts_dir, chromium, fresh_page
 from bazar.testing.cluster import Cluster
 
 
@@ -28,3 +31,41 @@ def fresh_cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield running
     finally:
         running.stop()
+
+
+# ---------------------------------------------------------------- browser tests (tests/browser)
+
+SCREENSHOTS = pytest.StashKey[list[Path]]()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless chromium for the whole session."""
+    try:
+        with chromium() as launched:
+            yield launched
+    except FileNotFoundError as error:
+        pytest.fail(str(error))
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    with fresh_page(browser) as opened:
+        yield opened
+
+
+@pytest.fixture
+def steps(page: Page, request: pytest.FixtureRequest) -> Iterator[Steps]:
+    """Screenshots of the test's steps under test-artifacts/browser/<test>/."""
+    taken = Steps(page, artifacts_dir(request.config.rootpath, request.node.name))
+    yield taken
+    request.config.stash.setdefault(SCREENSHOTS, []).extend(taken.saved)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    saved = config.stash.get(SCREENSHOTS, [])
+    if saved:
+        where = config.rootpath / ARTIFACTS
+        terminalreporter.write_line(f"browser screenshots ({len(saved)} steps): {where}/")

@@ -150,6 +150,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--cache-entries", type=int, default=10_000, help="cache size bound")
     up.add_argument("--cache-ttl-ms", type=int, default=60_000, help="cache entry lifetime")
     up.add_argument("--test-hooks", action="store_true", help=argparse.SUPPRESS)
+    up.add_argument(
+        "--demo",
+        action="store_true",
+        help="teaching console in the web page: kill, pause, resume, restart replicas "
+        "(with the admin token)",
+    )
     up.add_argument("--read-timeout-ms", type=int, default=None, help=argparse.SUPPRESS)
     up.add_argument(
         "--log-entries-max",
@@ -182,6 +188,8 @@ def _parser() -> argparse.ArgumentParser:
             default="text",
             help="each process's log lines (<data-dir>/logs/<name>.log and stderr)",
         )
+    # The supervisor's control socket (`bazar up --demo`), given to the front end only.
+    serve.add_argument("--control-socket", default=None, help=argparse.SUPPRESS)
 
     for name, help_text in (
         ("search", "books whose topic contains TOPIC"),
@@ -236,7 +244,11 @@ def _up(args: argparse.Namespace) -> int:
     cluster_file = data_dir / CLUSTER_FILE
     write_cluster(cluster, cluster_file)
     return Supervisor(
-        cluster, cluster_file, restart=not args.no_restart, log_format=args.log_format
+        cluster,
+        cluster_file,
+        restart=not args.no_restart,
+        log_format=args.log_format,
+        demo=args.demo,
     ).run()
 
 
@@ -253,7 +265,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.tier == "frontend":
         from bazar.frontend.service import Frontend
 
-        app = Frontend(cluster, secrets, Path(args.config)).app()
+        control = Path(args.control_socket) if args.control_socket else None
+        app = Frontend(cluster, secrets, Path(args.config), control_socket=control).app()
     elif args.tier == "catalog":
         from bazar.catalog.service import CatalogService
 

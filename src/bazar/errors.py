@@ -104,6 +104,13 @@ class LastReplica(BazarError):
     code = "last_replica"
 
 
+class NotRunning(BazarError):
+    """A process to pause or resume (teaching console) is not running."""
+
+    status = 409
+    code = "not_running"
+
+
 class NotInSync(BazarError):
     """A switchover target that is not an in-sync backup."""
 

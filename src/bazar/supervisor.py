@@ -5,6 +5,11 @@ Children stay in the supervisor's process group, so whoever stops `bazar up` by 
 also stops them. Each child logs to `<data-dir>/logs/<name>.log` (bazar.logs rotates it), and
 its stdout and stderr go to that file too, for what is written outside logging (a crash before
 logging starts): the terminal shows only the supervisor's own lines.
+
+With `--demo`, the supervisor also answers the teaching console (`control.py`): it kills,
+pauses, resumes or restarts a replica by name. A replica killed that way stays down until
+the console restarts it (automatic restarts are for crashes; a class wants to watch the
+failover and the rejoin as two steps).
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from types import FrameType
 import msgspec
 
 from bazar.config import Cluster, LogFormat, Node, load_cluster
+from bazar.control import ANSWER_TIMEOUT_S, REQUEST_TIMEOUT_MS, ControlServer, refusal
 from bazar.logs import LOGS_DIRECTORY, log_path
+from bazar.wire import ControlReply, ControlRequest, ProcessState
 
 POLL_S = 0.1
 BACKOFF_FIRST_S = 0.2
@@ -32,6 +39,9 @@ BACKOFF_MAX_S = 5.0
 STABLE_S = 10.0
 STOP_GRACE_S = 5.0
 START_DEADLINE_S = 30.0
+KILLED_REAP_S = 1.0
+# A console restart stops the replica gracefully first: the front end must wait that long.
+assert STOP_GRACE_S + KILLED_REAP_S + ANSWER_TIMEOUT_S < REQUEST_TIMEOUT_MS / 1000
 
 
 @dataclass(slots=True)
@@ -44,6 +54,8 @@ class Child:
     backoff_s: float = BACKOFF_FIRST_S
     restart_at: float | None = None
     restarts: int = 0
+    paused: bool = False  # SIGSTOPped by the console
+    held: bool = False  # killed by the console: no automatic restart
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
@@ -52,9 +64,33 @@ class Child:
             )
         self.started_at = time.monotonic()
         self.restart_at = None
+        self.paused = False
+        self.held = False
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: signal.Signals) -> None:
+        """Popen.send_signal: a no-op once the process has been reaped (no pid reuse)."""
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def terminate(self) -> None:
+        """SIGTERM, and SIGCONT for a paused child so that it can act on it."""
+        self.signal(signal.SIGTERM)
+        if self.paused:
+            self.signal(signal.SIGCONT)
+            self.paused = False
+
+    def state(self) -> ProcessState:
+        assert self.node.tier != "frontend"
+        alive = self.alive()
+        return ProcessState(
+            name=self.node.name,
+            tier=self.node.tier,
+            pid=self.process.pid if alive and self.process else None,
+            process="stopped" if not alive else "paused" if self.paused else "running",
+        )
 
 
 def _listening(node: Node) -> bool:
@@ -76,7 +112,7 @@ def _serves(node: Node) -> bool:
 def _stop(child: Child) -> None:
     if child.process is None or not child.alive():
         return
-    child.process.send_signal(signal.SIGTERM)
+    child.terminate()
     try:
         child.process.wait(timeout=STOP_GRACE_S)
     except subprocess.TimeoutExpired:
@@ -90,7 +126,13 @@ class Supervisor:
     starts or stops it."""
 
     def __init__(
-        self, cluster: Cluster, cluster_file: Path, *, restart: bool, log_format: LogFormat = "text"
+        self,
+        cluster: Cluster,
+        cluster_file: Path,
+        *,
+        restart: bool,
+        log_format: LogFormat = "text",
+        demo: bool = False,
     ) -> None:
         self.cluster = cluster
         self.log_format = log_format
@@ -100,6 +142,7 @@ class Supervisor:
         self.stopping = False
         self.logs = Path(cluster.data_dir) / LOGS_DIRECTORY
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.control = ControlServer(self.on_control) if demo else None
         replicas = [*cluster.catalog, *cluster.order]
         self.children = [self._child(node) for node in [*replicas, cluster.frontend]]
 
@@ -107,6 +150,8 @@ class Supervisor:
         command = [sys.executable, "-m", "bazar", "serve", node.tier]
         command += ["--config", str(self.cluster_file), "--name", node.name]
         command += ["--log-format", self.log_format]
+        if node.tier == "frontend" and self.control is not None:
+            command += ["--control-socket", str(self.control.path)]
         return Child(node=node, command=command, log_path=log_path(self.logs.parent, node.name))
 
     def follow_cluster_file(self) -> None:
@@ -171,9 +216,16 @@ class Supervisor:
             self.print_table()
         while not self.stopping:
             self.tick(time.monotonic())
-            time.sleep(POLL_S)
+            self.wait(POLL_S)
         self.stop_all()
         return 0
+
+    def wait(self, timeout_s: float) -> None:
+        """Sleep between ticks, answering the teaching console meanwhile (with --demo)."""
+        if self.control is None:
+            time.sleep(timeout_s)
+        else:
+            self.control.serve(timeout_s)
 
     def tick(self, now: float) -> None:
         self.follow_cluster_file()
@@ -182,7 +234,7 @@ class Supervisor:
                 if now - child.started_at > STABLE_S:
                     child.backoff_s = BACKOFF_FIRST_S
                 continue
-            if not self.restart:
+            if not self.restart or child.held:
                 continue
             if child.restart_at is None:
                 child.restart_at = now + child.backoff_s
@@ -193,10 +245,11 @@ class Supervisor:
                 child.start()
 
     def stop_all(self) -> None:
+        if self.control is not None:
+            self.control.close()
         for child in self.children:
             if child.alive():
-                assert child.process is not None
-                child.process.send_signal(signal.SIGTERM)
+                child.terminate()
         deadline = time.monotonic() + STOP_GRACE_S
         for child in self.children:
             if child.process is None:
@@ -224,5 +277,50 @@ class Supervisor:
             f"store: {self.cluster.frontend.url}/   docs: {self.cluster.frontend.url}/docs"
         )
         console.print(f"admin token: {data_dir / 'admin.token'} (or $BAZAR_ADMIN_TOKEN)")
+        if self.control is not None:
+            console.print("teaching console: on (--demo), in the cluster view, with the token")
         console.print("Ctrl-C stops everything.")
         sys.stdout.flush()
+
+    # ---------------------------------------------------------------- teaching console
+
+    def on_control(self, request: ControlRequest) -> ControlReply:
+        """Act on a replica for the console (`control.py`); the front end is not offered:
+        killing it would take the console down with it."""
+        replicas = [child for child in self.children if child.node.tier != "frontend"]
+        if request.action is None:
+            return ControlReply(processes=[child.state() for child in replicas])
+        child = next((c for c in replicas if c.node.name == request.name), None)
+        if child is None:
+            return refusal("not_found", f"bazar up runs no replica named {request.name!r}")
+        if request.action in ("pause", "resume") and not child.alive():
+            return refusal("not_running", f"{child.node.name} is not running")
+        if request.action == "kill":
+            _kill(child)
+        elif request.action == "pause":
+            child.signal(signal.SIGSTOP)
+            child.paused = True
+        elif request.action == "resume":
+            child.signal(signal.SIGCONT)
+            child.paused = False
+        else:
+            _stop(child)
+            child.restarts += 1
+            child.backoff_s = BACKOFF_FIRST_S
+            child.start()
+        print(f"{child.node.name}: {request.action} (teaching console)")
+        sys.stdout.flush()
+        return ControlReply(processes=[child.state()])
+
+
+def _kill(child: Child) -> None:
+    """SIGKILL, as a crash would, and reap it; it stays down until restarted by hand."""
+    child.held = True
+    if child.process is None or not child.alive():
+        return
+    child.signal(signal.SIGKILL)
+    child.paused = False
+    try:
+        child.process.wait(timeout=KILLED_REAP_S)
+    except subprocess.TimeoutExpired:
+        print(f"{child.node.name} (pid {child.process.pid}) not reaped after SIGKILL")

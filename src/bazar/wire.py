@@ -153,6 +153,44 @@ class ClusterData(Struct, frozen=True):
     data: ClusterInfo
 
 
+# ---------------------------------------------------------------- supervisor control (--demo)
+
+ProcessAction = Literal["kill", "pause", "resume", "restart"]
+ProcessRun = Literal["running", "paused", "stopped"]
+
+
+class ProcessState(Struct, frozen=True):
+    """A process `bazar up` runs, as its supervisor sees it (teaching console)."""
+
+    name: str
+    tier: Literal["catalog", "order"]
+    pid: int | None
+    process: ProcessRun
+
+
+class ProcessData(Struct, frozen=True):
+    data: ProcessState
+
+
+class ProcessListData(Struct, frozen=True):
+    data: list[ProcessState]
+
+
+class ControlRequest(Struct, frozen=True):
+    """The front end asks the supervisor to act on one of its replicas, or (`action` None)
+    for the state of all of them."""
+
+    action: ProcessAction | None = None
+    name: str = ""
+
+
+class ControlReply(Struct, frozen=True):
+    """The supervisor's answer: the processes concerned, or why it refused."""
+
+    processes: list[ProcessState] = msgspec.field(default_factory=list)
+    error: ErrorDetail | None = None
+
+
 # ---------------------------------------------------------------- internal reads
 
 

@@ -23,12 +23,20 @@ class FakeSupervisor:
     """Stands in for `Supervisor`: remembers the cluster it was given and starts nothing."""
 
     started: ClassVar[list[Cluster]] = []
+    demo: ClassVar[list[bool]] = []
 
     def __init__(
-        self, cluster: Cluster, cluster_file: Path, *, restart: bool, log_format: str = "text"
+        self,
+        cluster: Cluster,
+        cluster_file: Path,
+        *,
+        restart: bool,
+        log_format: str = "text",
+        demo: bool = False,
     ) -> None:
         assert cluster_file.exists()
         self.cluster = cluster
+        FakeSupervisor.demo.append(demo)
 
     def run(self) -> int:
         FakeSupervisor.started.append(self.cluster)
@@ -45,6 +53,7 @@ def no_secrets_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def fake_supervisor(monkeypatch: pytest.MonkeyPatch, no_secrets_in_env: None) -> None:
     monkeypatch.setattr(supervisor, "Supervisor", FakeSupervisor)
     FakeSupervisor.started.clear()
+    FakeSupervisor.demo.clear()
 
 
 def free_port() -> int:
@@ -106,6 +115,16 @@ def test_a_cluster_file_with_min_in_sync_below_one_is_refused(tmp_path: Path) ->
     path.write_text("min_in_sync = 0\n" + path.read_text())  # top level, before any table
     with pytest.raises(msgspec.ValidationError, match="min_in_sync must be at least 1"):
         load_cluster(path)
+
+
+# ---------------------------------------------------------------- bazar up --demo
+
+
+@pytest.mark.usefixtures("fake_supervisor")
+def test_up_turns_the_teaching_console_on_only_with_demo(tmp_path: Path) -> None:
+    assert up(tmp_path / "plain") == 0
+    assert up(tmp_path / "demo", "--demo") == 0
+    assert FakeSupervisor.demo == [False, True]
 
 
 # ---------------------------------------------------------------- replica add|remove, switchover

@@ -22,7 +22,8 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from bazar import logs
@@ -38,6 +39,7 @@ from bazar.errors import (
 from bazar.frontend import openapi, pages
 from bazar.frontend.balancer import RoundRobin
 from bazar.frontend.cache import LIST_KEY, Cache, book_key, topic_key
+from bazar.frontend.console import Console, with_console_paths
 from bazar.frontend.hits import MISSED, HitPath, wants_fresh
 from bazar.frontend.membership import Membership
 from bazar.frontend.metrics import FrontendMetrics
@@ -147,7 +149,12 @@ class ViewStore:
 
 class Frontend:
     def __init__(
-        self, cluster: Cluster, secrets: Secrets, cluster_file: Path | None = None
+        self,
+        cluster: Cluster,
+        secrets: Secrets,
+        cluster_file: Path | None = None,
+        *,
+        control_socket: Path | None = None,
     ) -> None:
         self.cluster = cluster
         self.limits = cluster.limits
@@ -169,6 +176,10 @@ class Frontend:
         self.known_books: set[int] = set()  # ids seen in replica answers: the catalog's size
         self.metrics = FrontendMetrics(self.cache, self.views, monotonic_ms)
         self.openapi = openapi.openapi_json()
+        # The teaching console, only under `bazar up --demo` (its supervisor's socket).
+        self.console = None if control_socket is None else Console(secrets, control_socket)
+        if self.console is not None:
+            self.openapi = with_console_paths(self.openapi)
         self._tick_task: asyncio.Task[None] | None = None
         self._view_lock = asyncio.Lock()
         self._failed_until_ms: dict[str, int] = {}
@@ -205,6 +216,13 @@ class Frontend:
             Route("/admin/replicas", self.membership.add, methods=["POST"]),
             Route("/admin/replicas/{name}", self.membership.remove, methods=["DELETE"]),
             Route("/admin/switchover", self.membership.switchover, methods=["POST"]),
+            # The page's scripts and vendored libraries (no CDN), from the package data; the
+            # pages themselves are served at / and /docs only.
+            *(
+                Mount(f"/static/{folder}", StaticFiles(packages=[("bazar", f"static/{folder}")]))
+                for folder in ("js", "vendor")
+            ),
+            *(self.console.routes() if self.console is not None else []),
         ]
         app = build_app(routes, lifespan=self.lifespan, measure=self.metrics.middleware)
         if not self.cache_enabled:

@@ -82,6 +82,7 @@ class Cluster:
         log_entries_max: int | None = None,
         min_in_sync: int | None = None,
         log_format: str = "text",
+        demo: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.log_format = log_format
@@ -116,6 +117,8 @@ class Cluster:
         if min_in_sync is not None:
             self.arguments += ["--min-in-sync", str(min_in_sync)]
         self.arguments += ["--log-format", log_format]
+        if demo:
+            self.arguments.append("--demo")
         self.process: subprocess.Popen[bytes] | None = None
 
     # ---------------------------------------------------------------- lifecycle
