@@ -3,11 +3,13 @@
 The document is built from the wire Structs, so these tests check what a builder can get wrong:
 a missing route or method, a dangling `$ref`, an error without `ErrorBody`, a constraint that
 differs from the limits the server enforces, an example the server could never send. The pages
-must ship as package data and load nothing from another host (the docs work offline).
+must ship as package data and load nothing from another host (the docs work offline): `/docs`
+loads Swagger UI from the vendored, unmodified files of `static/swagger-ui/`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 
@@ -304,3 +306,54 @@ def test_storefront_has_stable_test_ids() -> None:
         assert f'"{test_id}"' in html, test_id
     for route in ('"/info"', '"/search/"', '"/purchase/"', '"Idempotency-Key"'):
         assert route in html, route
+
+
+SWAGGER_README = "swagger-ui/README.md"
+
+
+def vendored_readme() -> str:
+    return (pages.static_root() / SWAGGER_README).read_text(encoding="utf-8")
+
+
+def static_urls(html: str) -> list[str]:
+    return re.findall(r'(?:src|href)="(/static/[^"]+)"', html)
+
+
+def test_vendored_swagger_ui_files_are_the_pinned_package_unchanged() -> None:
+    rows = re.findall(r"^\| `([^`]+)` \| `([0-9a-f]{64})` \|$", vendored_readme(), re.MULTILINE)
+    assert {name for name, _ in rows} >= {"swagger-ui-bundle.js", "swagger-ui.css", "LICENSE"}
+    directory = pages.static_root() / "swagger-ui"
+    listed = {name for name, _ in rows}
+    assert {entry.name for entry in directory.iterdir()} == listed | {"README.md"}
+    for name, sha256 in rows:
+        assert hashlib.sha256((directory / name).read_bytes()).hexdigest() == sha256, name
+
+
+def test_docs_page_is_swagger_ui_from_the_vendored_files_at_their_version() -> None:
+    html = pages.page("docs").decode("utf-8")
+    version = re.search(r"`swagger-ui-dist` \(npm\), version `([0-9.]+)`", vendored_readme())
+    assert version is not None
+    urls = static_urls(html)
+    assert set(urls) >= {
+        f"/static/swagger-ui/swagger-ui-bundle.js?v={version[1]}",
+        f"/static/swagger-ui/swagger-ui.css?v={version[1]}",
+    }
+    served = pages.assets()
+    for url in urls:
+        path, _, query = url.removeprefix("/static/").partition("?")
+        assert query == f"v={version[1]}", url  # the long cache lifetime needs the version
+        assert path in served, url
+    assert "SwaggerUIBundle(" in html
+    assert "tryItOutEnabled: true" in html
+    assert "validatorUrl: null" in html  # no call to validator.swagger.io
+
+
+def test_static_serves_scripts_styles_and_images_only_with_their_types() -> None:
+    served = pages.assets()
+    assert served["swagger-ui/swagger-ui-bundle.js"].media_type.startswith("text/javascript")
+    assert served["swagger-ui/swagger-ui.css"].media_type.startswith("text/css")
+    assert served["swagger-ui/favicon-32x32.png"].media_type == "image/png"
+    for path in served:
+        assert pages.suffix(path) in pages.ASSET_TYPES, path
+    for private in ("docs.html", "index.html", SWAGGER_README, "swagger-ui/LICENSE"):
+        assert private not in served, private

@@ -169,6 +169,7 @@ class Frontend:
         self.metrics = Metrics()
         self.metrics.watch_cache(self.cache)
         self.openapi = openapi.openapi_json()
+        self.assets = pages.assets()
         self._tick_task: asyncio.Task[None] | None = None
         self._view_lock = asyncio.Lock()
         self._failed_until_ms: dict[str, int] = {}
@@ -188,6 +189,7 @@ class Frontend:
         routes: list[BaseRoute] = [
             Route("/", self._index, methods=["GET"]),
             Route("/docs", self._docs, methods=["GET"]),
+            Route("/static/{path:path}", self._static, methods=["GET"]),
             Route("/openapi.json", self._openapi, methods=["GET"]),
             Route("/metrics", self._metrics, methods=["GET"]),
             Route("/health", self._health, methods=["GET"]),
@@ -621,6 +623,9 @@ class Frontend:
 
     async def _docs(self, request: Request) -> Response:
         return Response(pages.page("docs"), media_type="text/html; charset=utf-8")
+
+    async def _static(self, request: Request) -> Response:
+        return pages.asset_response(self.assets, request.path_params["path"])
 
     async def _index(self, request: Request) -> Response:
         return Response(pages.page("index"), media_type="text/html; charset=utf-8")
