@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 
 import msgspec
 import orjson
 import pytest
 
-from bazar import wire
+from bazar import request, wire
 from bazar.config import LIMITS
+from bazar.errors import InvalidRequest
 from bazar.frontend import openapi, pages
 
 Json = dict[str, object]
@@ -231,6 +233,59 @@ def test_parameters_carry_the_limits_the_server_enforces(document: Json) -> None
         assert key["in"] == "header"
         key_schema = as_dict(key["schema"])
         assert (key_schema["minLength"], key_schema["maxLength"]) == (1, 255)
+
+
+def accepts(check: Callable[[], object]) -> bool:
+    try:
+        check()
+    except InvalidRequest:
+        return False
+    return True
+
+
+def test_topic_pattern_accepts_exactly_the_topics_the_server_accepts(document: Json) -> None:
+    """JSON Schema's `\\S` is ECMA's, not Python's: a topic of `\\x1f` matched it, and the
+    server refused it as blank. The pattern must agree with the server on every character."""
+    operation = as_dict(as_dict(as_dict(document["paths"])["/search/{topic}"])["get"])
+    pattern = as_dict(parameter(operation, "topic")["schema"])["pattern"]
+    assert isinstance(pattern, str)
+    assert pattern.isascii()  # escapes only: one reading for ECMA and Python regexes
+    everything = "".join(chr(code) for code in range(sys.maxunicode + 1) if not is_surrogate(code))
+    blank = set(re.sub(pattern, "", everything))  # what the pattern does not match
+    assert 0 < len(blank) < 100
+    limit = LIMITS.topic_chars_max
+    for char in everything:
+        try:
+            request.search_topic(char, limit)
+        except InvalidRequest:
+            assert char in blank, hex(ord(char))
+        else:
+            assert char not in blank, hex(ord(char))
+
+
+def is_surrogate(code: int) -> bool:
+    return 0xD800 <= code <= 0xDFFF
+
+
+@pytest.mark.parametrize("key", ["a", "a b", "~", " a", "a ", " ", "\t", "é", "a\x7f", "!" * 255])
+def test_idempotency_key_pattern_matches_what_reaches_the_server(document: Json, key: str) -> None:
+    purchase = as_dict(as_dict(as_dict(document["paths"])["/purchase/{id}"])["post"])
+    schema = as_dict(parameter(purchase, "Idempotency-Key")["schema"])
+    assert isinstance(schema["pattern"], str)
+    documented = re.search(schema["pattern"], key) is not None
+    # HTTP strips spaces and tabs around a header value before the server reads it.
+    received = key.strip(" \t")
+    limit = LIMITS.idempotency_key_chars_max
+    server = accepts(lambda: request.idempotency_key({"idempotency-key": received}, limit))
+    assert documented == (server and received == key)
+
+
+def test_order_examples_have_the_shape_of_real_order_ids(document: Json) -> None:
+    paths = as_dict(document["paths"])
+    example = parameter(as_dict(as_dict(paths["/orders/{id}"])["get"]), "id")["example"]
+    assert isinstance(example, str)
+    assert re.fullmatch(r"[0-9a-f]{32}", example)  # uuid4().hex, as the order service makes
+    assert openapi.example_order()["id"] == example
 
 
 def test_purchase_takes_json_or_form_and_answers_every_documented_status(document: Json) -> None:

@@ -23,6 +23,8 @@ Json = dict[str, object]
 
 SCHEMA_REF = "#/components/schemas/{name}"
 ID_MAX = 2**63 - 1
+BMP_END = 0x10000
+ORDER_ID_EXAMPLE = "5f0c6a9e2b7d4c1f8a3e9d2b6c4f1a07"  # the shape the order service makes
 
 # Every Struct the public API sends or receives; their components make up `components.schemas`.
 PUBLIC_TYPES: tuple[type[wire.Struct], ...] = (
@@ -54,7 +56,7 @@ def example_book() -> Json:
 
 def example_order() -> Json:
     return {
-        "id": "ord-0000000000000001",
+        "id": ORDER_ID_EXAMPLE,
         "book_id": 2,
         "quantity": 1,
         "unit_cost": 15,
@@ -328,9 +330,33 @@ def document_paths() -> Json:
     }
 
 
+def not_blank_pattern() -> str:
+    """A pattern that text matches when it has a character `str.strip` keeps (a topic that
+    is only whitespace is 422). Spelled out as escapes, not `\\S`: JSON Schema's (ECMA 262)
+    whitespace is not Python's (`\\x1c`-`\\x1f` and `\\x85` are whitespace only to Python,
+    `\\ufeff` only to ECMA), and the document must say what the server does."""
+    # The BMP only (every whitespace character lies there): the unit test scans all of Unicode.
+    spaces = [code for code in range(BMP_END) if chr(code).isspace()]
+    assert spaces, "no whitespace at all"
+    ranges: list[tuple[int, int]] = []
+    for code in spaces:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1] = (ranges[-1][0], code)
+        else:
+            ranges.append((code, code))
+    parts = [regex_char(lo) + (f"-{regex_char(hi)}" if hi > lo else "") for lo, hi in ranges]
+    return f"[^{''.join(parts)}]"
+
+
+def regex_char(code: int) -> str:
+    """One character as a regex escape both ECMA 262 and Python read alike."""
+    assert code < BMP_END, code  # `\\u` takes four digits
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
 def store_paths() -> Json:
     topic_schema: Json = {"type": "string", "minLength": 1, "maxLength": LIMITS.topic_chars_max}
-    topic_schema["pattern"] = "\\S"  # not only whitespace
+    topic_schema["pattern"] = not_blank_pattern()
     topic = parameter(
         "topic",
         "path",
@@ -421,7 +447,9 @@ def idempotency_key_parameter() -> Json:
     )
     key_chars_max = LIMITS.idempotency_key_chars_max
     schema: Json = {"type": "string", "minLength": 1, "maxLength": key_chars_max}
-    schema["pattern"] = "^[ -~]+$"  # printable ASCII
+    # Printable ASCII, no space at either end: HTTP drops spaces around a header's value
+    # (RFC 9110 §5.5), so the server would never see them.
+    schema["pattern"] = "^[!-~](?:[ -~]*[!-~])?$"
     example = "3f1c1f0e-6a43-4c2b-9a57-2d0f0c9d6b11"
     return parameter("Idempotency-Key", "header", description, schema, example=example)
 
@@ -484,7 +512,7 @@ def order_paths() -> Json:
         "path",
         "The order's id, as returned by a purchase (opaque text).",
         {"type": "string", "minLength": 1},
-        example="ord-0000000000000001",
+        example=ORDER_ID_EXAMPLE,
     )
     limit_schema: Json = {"type": "integer", "minimum": 1, "maximum": LIMITS.page_limit_max}
     limit_schema["default"] = LIMITS.page_limit_default
@@ -492,7 +520,8 @@ def order_paths() -> Json:
     after = parameter(
         "after",
         "query",
-        "The `next` of the previous page: start after this order id.",
+        "The `next` of the previous page: start after this order id. An id that names no "
+        "order is refused with 422 (a cursor must name an order).",
         {"type": "string", "minLength": 1},
     )
     page = {"data": [example_order()], "next": None}
