@@ -692,6 +692,22 @@ def test_patch_stock_delta_bounds(cluster: Cluster) -> None:
     assert stock_of(cluster, 7) == 10
 
 
+def test_patch_cost_bounds(cluster: Cluster) -> None:
+    """The largest cost is the documented maximum (found by schemathesis: a cost of
+    47835249736718.42 was schema-valid and refused)."""
+    original = book_of(cluster, 7)["cost"]
+    try:
+        assert patch(cluster, 7, {"cost": 10**13}).json["data"]["cost"] == 10**13
+        assert (
+            patch(cluster, 7, {"cost": 9999999999999.99}).json["data"]["cost"] == 9999999999999.99
+        )
+        for cost in (10**13 + 0.01, 10**13 + 1, 47835249736718.42):
+            assert_error(patch(cluster, 7, {"cost": cost}), 422, "invalid_request")
+    finally:
+        assert patch(cluster, 7, {"cost": original}).status == 200
+    assert book_of(cluster, 7)["cost"] == original
+
+
 def test_patch_below_zero_is_409_and_stock_unchanged(cluster: Cluster) -> None:
     set_stock(cluster, 7, 2)
     assert_error(patch(cluster, 7, {"stock_delta": -3}), 409, "out_of_stock")

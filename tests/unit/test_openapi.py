@@ -288,6 +288,23 @@ def test_order_examples_have_the_shape_of_real_order_ids(document: Json) -> None
     assert openapi.example_order()["id"] == example
 
 
+def test_cost_maximum_is_the_largest_cost_the_server_takes(document: Json) -> None:
+    schemas = as_dict(as_dict(document["components"])["schemas"])
+    patch_cost = as_dict(as_dict(as_dict(schemas["BookPatch"])["properties"])["cost"])
+    book_cost = as_dict(as_dict(as_dict(schemas["Book"])["properties"])["cost"])
+    assert patch_cost["maximum"] == book_cost["maximum"]
+    maximum = patch_cost["maximum"]
+    assert isinstance(maximum, int)
+    delta = LIMITS.stock_delta_abs_max
+
+    def command(cost: float) -> object:
+        return request.patch_command(1, orjson.dumps({"cost": cost}), "application/json", delta)
+
+    assert accepts(lambda: command(maximum))
+    assert accepts(lambda: command(maximum - 0.01))
+    assert not accepts(lambda: command(maximum + 0.01))
+
+
 def test_purchase_takes_json_or_form_and_answers_every_documented_status(document: Json) -> None:
     item = as_dict(as_dict(document["paths"])["/purchase/{id}"])
     for method in ("put", "post"):

@@ -17,6 +17,7 @@ import msgspec
 import orjson
 
 from bazar import __version__, wire
+from bazar.catalog.machine import COST_CENTS_MAX
 from bazar.config import LIMITS
 
 Json = dict[str, object]
@@ -24,6 +25,7 @@ Json = dict[str, object]
 SCHEMA_REF = "#/components/schemas/{name}"
 ID_MAX = 2**63 - 1
 BMP_END = 0x10000
+COST_MAX = COST_CENTS_MAX // 100  # the catalog stores integer cents
 ORDER_ID_EXAMPLE = "5f0c6a9e2b7d4c1f8a3e9d2b6c4f1a07"  # the shape the order service makes
 
 # Every Struct the public API sends or receives; their components make up `components.schemas`.
@@ -186,6 +188,7 @@ def document_schemas() -> Json:
         "cost": {
             "type": "number",
             "minimum": 0,
+            "maximum": COST_MAX,
             "multipleOf": 0.01,
             "description": "New unit cost, with at most 2 decimals.",
         },
@@ -203,7 +206,12 @@ def document_schemas() -> Json:
         "title": {"type": "string"},
         "topic": {"type": "string"},
         "stock": {"type": "integer", "minimum": 0},
-        "cost": {"type": "number", "minimum": 0, "description": "Money, at most 2 decimals."},
+        "cost": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": COST_MAX,
+            "description": "Money, at most 2 decimals.",
+        },
     }
     return schemas
 
@@ -466,7 +474,10 @@ def purchase_request_body() -> Json:
             "application/x-www-form-urlencoded": {
                 "schema": {
                     "type": "object",
-                    "properties": {"item_number": form_quantity},
+                    "properties": {"item_number": form_quantity, "quantity": form_quantity},
+                    "additionalProperties": False,
+                    "maxProperties": 1,
+                    "description": "`item_number` (or `quantity`) once; no other field.",
                 },
                 "example": {"item_number": 1},
             },
