@@ -182,7 +182,10 @@ def document_schemas() -> Json:
         "item_number": {**quantity, "description": "The quantity (the lab's name for it)."},
         "quantity": quantity,
     }
-    purchase["not"] = {"required": ["item_number", "quantity"]}
+    # Not both: with no other property allowed, at most one. (`not: {required: [...]}` says
+    # the same, but Swagger UI renders it as a schema nothing matches.)
+    assert purchase["additionalProperties"] is False
+    purchase["maxProperties"] = 1
     patch = refined(schemas, "BookPatch")
     patch["properties"] = {
         "cost": {
@@ -450,16 +453,16 @@ def purchase_operation(operation_id: str, summary: str) -> Json:
 
 def idempotency_key_parameter() -> Json:
     description = (
-        "Makes the purchase exactly once: a retry with the same key gets the first answer. "
-        "Without it the front end generates one per request."
+        "Makes the purchase exactly once: a retry with the same key gets the first answer "
+        "(a UUID is a good key). Without it the front end generates one per request."
     )
     key_chars_max = LIMITS.idempotency_key_chars_max
     schema: Json = {"type": "string", "minLength": 1, "maxLength": key_chars_max}
     # Printable ASCII, no space at either end: HTTP drops spaces around a header's value
     # (RFC 9110 §5.5), so the server would never see them.
     schema["pattern"] = "^[!-~](?:[ -~]*[!-~])?$"
-    example = "3f1c1f0e-6a43-4c2b-9a57-2d0f0c9d6b11"
-    return parameter("Idempotency-Key", "header", description, schema, example=example)
+    # No example: "Try it out" would fill it in, and every purchase tried would replay the first.
+    return parameter("Idempotency-Key", "header", description, schema)
 
 
 def purchase_request_body() -> Json:
