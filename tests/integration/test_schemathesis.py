@@ -54,6 +54,9 @@ SEED = 9
 EXAMPLES_PER_OPERATION = 20
 LOOKUP_TIMEOUT_S = 10
 INTEGER_FIELDS = frozenset({"quantity", "item_number", "stock_delta"})
+# Each valid request starts or stops a replica process: a few hundred would swamp the machine.
+# Switchover is fuzzed (it moves the primary role back and forth, holding writes, failing none).
+NOT_FUZZED = ("addReplica", "removeReplica")  # tests/fault/test_membership.py covers them
 CHECKS = (
     "not_a_server_error",  # no 5xx
     "status_code_conformance",  # every status documented for its operation
@@ -183,6 +186,7 @@ def run_config(cluster: Cluster) -> schemathesis.Config:
             },
             "checks": {"enabled": False, **checks},
             "auth": {"openapi": {"admin": {"bearer": cluster.admin_token}}},
+            "operations": [{"include-operation-id": list(NOT_FUZZED), "enabled": False}],
         }
     )
 

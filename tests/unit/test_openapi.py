@@ -34,6 +34,9 @@ ROUTES: dict[str, set[str]] = {
     "/orders/{id}": {"get"},
     "/orders": {"get"},
     "/books/{id}": {"patch"},
+    "/admin/replicas": {"post"},
+    "/admin/replicas/{name}": {"delete"},
+    "/admin/switchover": {"post"},
     "/health": {"get"},
     "/cluster": {"get"},
     "/metrics": {"get"},
@@ -41,6 +44,7 @@ ROUTES: dict[str, set[str]] = {
     "/docs": {"get"},
     "/": {"get"},
 }
+ACCEPTED = {("/admin/replicas", "post")}  # SPEC §2: 202, the replica turns in_sync by itself
 HTTP_METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
 
 RESPONSE_STRUCTS: tuple[type[wire.Struct], ...] = (
@@ -60,6 +64,8 @@ RESPONSE_STRUCTS: tuple[type[wire.Struct], ...] = (
     wire.TierInfo,
     wire.ReplicaInfo,
     wire.CacheInfo,
+    wire.TierData,
+    wire.ReplicaData,
 )
 
 OK_STRUCTS: dict[str, type[wire.Struct]] = {
@@ -72,6 +78,8 @@ OK_STRUCTS: dict[str, type[wire.Struct]] = {
         wire.OrderPage,
         wire.HealthData,
         wire.ClusterData,
+        wire.TierData,
+        wire.ReplicaData,
     )
 }
 
@@ -100,6 +108,10 @@ def parameters(operation: Json) -> list[Json]:
     entries = operation.get("parameters", [])
     assert isinstance(entries, list)
     return [as_dict(entry) for entry in entries]
+
+
+def success_status(path: str, method: str) -> str:
+    return "202" if (path, method) in ACCEPTED else "200"
 
 
 def walk(node: object) -> Iterator[Json]:
@@ -143,12 +155,13 @@ def test_document_has_every_public_route_with_its_methods(document: Json) -> Non
         assert set(as_dict(paths[path])) & HTTP_METHODS == methods, path
 
 
-def test_every_operation_has_a_unique_id_a_summary_and_a_200(document: Json) -> None:
+def test_every_operation_has_a_unique_id_a_summary_and_one_success(document: Json) -> None:
     ids = [operation["operationId"] for _, _, operation in operations(document)]
     assert len(ids) == len(set(ids)) == sum(len(methods) for methods in ROUTES.values())
     for path, method, operation in operations(document):
         assert operation["summary"], (path, method)
-        assert "200" in as_dict(operation["responses"]), (path, method)
+        success = {status for status in as_dict(operation["responses"]) if status[0] == "2"}
+        assert success == {success_status(path, method)}, (path, method)
 
 
 def test_every_path_template_variable_is_a_required_path_parameter(document: Json) -> None:
@@ -172,7 +185,12 @@ def test_every_ref_resolves_to_a_component(document: Json) -> None:
 
 def test_every_response_struct_is_a_component(document: Json) -> None:
     schemas = as_dict(as_dict(document["components"])["schemas"])
-    request_structs: tuple[type[wire.Struct], ...] = (wire.PurchaseBody, wire.BookPatch)
+    request_structs: tuple[type[wire.Struct], ...] = (
+        wire.PurchaseBody,
+        wire.BookPatch,
+        wire.ReplicaAdd,
+        wire.Switchover,
+    )
     for struct in RESPONSE_STRUCTS + request_structs:
         assert struct.__name__ in schemas, struct.__name__
 
@@ -204,8 +222,8 @@ def test_error_examples_decode_as_error_body_with_a_known_code(document: Json) -
 
 def test_success_examples_decode_as_their_wire_struct(document: Json) -> None:
     checked = set()
-    for path, _, operation in operations(document):
-        ok = as_dict(as_dict(operation["responses"])["200"])
+    for path, method, operation in operations(document):
+        ok = as_dict(as_dict(operation["responses"])[success_status(path, method)])
         media = as_dict(ok["content"]).get("application/json")
         if media is None or "$ref" not in as_dict(as_dict(media)["schema"]):
             continue
@@ -215,6 +233,7 @@ def test_success_examples_decode_as_their_wire_struct(document: Json) -> None:
         msgspec.json.decode(orjson.dumps(as_dict(media)["example"]), type=struct)
         checked.add(path)
     assert {"/info/{id}", "/purchase/{id}", "/orders", "/cluster", "/health"} <= checked
+    assert {"/admin/replicas", "/admin/replicas/{name}", "/admin/switchover"} <= checked
 
 
 def test_parameters_carry_the_limits_the_server_enforces(document: Json) -> None:
@@ -343,6 +362,17 @@ def test_patch_book_requires_the_admin_bearer_token(document: Json) -> None:
     assert set(as_dict(operation["responses"])) >= {"200", "401", "404", "409", "415", "422"}
     content = as_dict(as_dict(operation["requestBody"])["content"])
     assert set(content) == {"application/json"}
+
+
+def test_membership_routes_require_the_admin_token(document: Json) -> None:
+    paths = as_dict(document["paths"])
+    for path, methods in ROUTES.items():
+        if not path.startswith("/admin/"):
+            continue
+        for method in methods:
+            operation = as_dict(as_dict(paths[path])[method])
+            assert operation["security"] == [{"admin": []}], path
+            assert "401" in as_dict(operation["responses"]), path
 
 
 def test_pages_and_metrics_are_not_json(document: Json) -> None:

@@ -42,6 +42,10 @@ PUBLIC_TYPES: tuple[type[wire.Struct], ...] = (
     wire.OrderPage,
     wire.HealthData,
     wire.ClusterData,
+    wire.ReplicaAdd,
+    wire.Switchover,
+    wire.ReplicaData,
+    wire.TierData,
 )
 
 
@@ -68,20 +72,23 @@ def example_order() -> Json:
     }
 
 
+def example_replica(name: str, port: int) -> Json:
+    """An in-sync backup of the examples."""
+    return {
+        "name": name,
+        "url": f"http://127.0.0.1:{port}",
+        "role": "backup",
+        "state": "in_sync",
+        "pid": 4100 + port % 100,
+        "last_seq": 42,
+        "commit_seq": 42,
+    }
+
+
 def example_tier(tier: str, ports: tuple[int, int]) -> Json:
     """One tier of the `/cluster` example: replica 1 is primary, replica 2 an in-sync backup."""
-    replicas = [
-        {
-            "name": f"{tier}-{n}",
-            "url": f"http://127.0.0.1:{port}",
-            "role": "primary" if n == 1 else "backup",
-            "state": "in_sync",
-            "pid": 4100 + port % 100,
-            "last_seq": 42,
-            "commit_seq": 42,
-        }
-        for n, port in enumerate(ports, start=1)
-    ]
+    replicas = [example_replica(f"{tier}-{n}", port) for n, port in enumerate(ports, start=1)]
+    replicas[0]["role"] = "primary"
     return {"epoch": 1, "primary": f"{tier}-1", "replicas": replicas}
 
 
@@ -111,6 +118,8 @@ ERROR_EXAMPLES: tuple[tuple[str, str, str], ...] = (
     ("not_found", "Not found", "no book with id 99"),
     ("out_of_stock", "Out of stock", "book 2 has 0 in stock, 1 requested"),
     ("unauthorized", "Unauthorized", "missing or wrong admin token"),
+    ("last_replica", "Last replica", "catalog-1 is the only in-sync replica of catalog"),
+    ("not_in_sync", "Not in sync", "catalog-2 is not an in-sync backup of catalog"),
     ("payload_too_large", "Body too large", "request body exceeds 65536 bytes"),
     ("unsupported_media_type", "Unsupported media type", "content type text/plain"),
     ("unavailable", "Unavailable", "no primary can take writes now; retry with the same key"),
@@ -127,6 +136,10 @@ def openapi_document() -> dict[str, object]:
             {"name": "store", "description": "Browse the catalog and buy books."},
             {"name": "orders", "description": "Read the replicated order log."},
             {"name": "admin", "description": "Change a book (admin token required)."},
+            {
+                "name": "membership",
+                "description": "Add and remove replicas, move a primary (admin token required).",
+            },
             {"name": "operations", "description": "Health, cluster view and metrics."},
             {"name": "pages", "description": "Human-facing pages and this document."},
         ],
@@ -336,6 +349,7 @@ def document_paths() -> Json:
         **purchase_paths(),
         **order_paths(),
         **admin_paths(),
+        **membership_paths(),
         **operation_paths(),
         **page_paths(),
     }
@@ -613,6 +627,95 @@ def admin_paths() -> Json:
             }
         }
     }
+
+
+def membership_paths() -> Json:
+    """SPEC §2's admin routes for membership at runtime (`frontend/membership.py`)."""
+    tier = example_tier("catalog", (8003, 8004))
+    name = parameter(
+        "name", "path", "The replica's name, as `/cluster` lists it.", {"type": "string"}
+    )
+    name["example"] = "catalog-2"
+    unauthorized = error_response("Missing or wrong admin token.", ("unauthorized",))
+    too_large = error_response("The body exceeds 64 KiB.", ("payload_too_large",))
+    admin_operation: Json = {"tags": ["membership"], "security": [{"admin": []}]}
+    return {
+        "/admin/replicas": {
+            "post": {
+                **admin_operation,
+                "operationId": "addReplica",
+                "summary": "Add a replica to a service",
+                "description": "Starts a new replica under `bazar up` or, with `url`, "
+                "registers one started elsewhere with `bazar serve`. It is answered as "
+                "`catching_up` and turns `in_sync` by itself (watch `/cluster`).",
+                "requestBody": json_request("ReplicaAdd", {"service": "catalog"}),
+                "responses": {
+                    "202": json_response(
+                        "The new replica, catching up.",
+                        "ReplicaData",
+                        {"data": {**example_replica("catalog-3", 8006), "state": "catching_up"}},
+                    ),
+                    "401": unauthorized,
+                    "413": too_large,
+                    "422": invalid(
+                        "Bad body, or no new replica of the service answers at `url`.",
+                        "url must be http://HOST:PORT",
+                    ),
+                    "503": error_response(
+                        "The replica cannot be started now.", ("unavailable",), retry_after=True
+                    ),
+                },
+            }
+        },
+        "/admin/replicas/{name}": {
+            "delete": {
+                **admin_operation,
+                "operationId": "removeReplica",
+                "summary": "Remove a replica",
+                "description": "Moves the primary role first if it has it; answers once the "
+                "view without it is installed and the process (if `bazar up` runs it) stopped.",
+                "parameters": [name],
+                "responses": {
+                    "200": json_response("The service's replicas now.", "TierData", {"data": tier}),
+                    "401": unauthorized,
+                    "404": error_response("No replica has this name.", ("not_found",)),
+                    "409": error_response(
+                        "It is the only in-sync replica of its service.", ("last_replica",)
+                    ),
+                    "503": error_response("Not done in time.", ("unavailable",), retry_after=True),
+                },
+            }
+        },
+        "/admin/switchover": {
+            "post": {
+                **admin_operation,
+                "operationId": "switchover",
+                "summary": "Move a service's primary role",
+                "description": "To `to`, or (`to` null or absent) to the best in-sync backup. "
+                "Writes are held meanwhile, not failed.",
+                "requestBody": json_request("Switchover", {"service": "catalog", "to": None}),
+                "responses": {
+                    "200": json_response(
+                        "The service's replicas, with the new primary.", "TierData", {"data": tier}
+                    ),
+                    "401": unauthorized,
+                    "404": error_response("The service has no replica `to`.", ("not_found",)),
+                    "409": error_response(
+                        "The target is not an in-sync backup (or there is none).",
+                        ("not_in_sync",),
+                    ),
+                    "413": too_large,
+                    "422": invalid("Bad body.", "bad Switchover: Object missing required field"),
+                    "503": error_response("Not done in time.", ("unavailable",), retry_after=True),
+                },
+            }
+        },
+    }
+
+
+def json_request(schema: str, example: object) -> Json:
+    content = {"application/json": {"schema": schema_ref(schema), "example": example}}
+    return {"required": True, "content": content}
 
 
 def operation_paths() -> Json:
