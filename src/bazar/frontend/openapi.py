@@ -520,7 +520,7 @@ def purchase_responses() -> Json:
             "is still running (retry after `Retry-After`).",
             ("out_of_stock", "idempotency_key_in_use"),
         ),
-        "413": error_response("The body exceeds 64 KiB.", ("payload_too_large",)),
+        "413": too_large_response(),
         "415": error_response("The body is neither JSON nor a form.", ("unsupported_media_type",)),
         "422": error_response(
             "Bad id, quantity, JSON or key; or the key was used for another purchase.",
@@ -609,10 +609,10 @@ def admin_paths() -> Json:
                 },
                 "responses": {
                     "200": json_response("The updated book.", "BookData", {"data": example_book()}),
-                    "401": error_response("Missing or wrong admin token.", ("unauthorized",)),
+                    "401": unauthorized_response(),
                     "404": error_response("No book has this id.", ("not_found",)),
                     "409": error_response("The stock would go below 0.", ("out_of_stock",)),
-                    "413": error_response("The body exceeds 64 KiB.", ("payload_too_large",)),
+                    "413": too_large_response(),
                     "415": error_response(
                         "A non-empty body that is not JSON.", ("unsupported_media_type",)
                     ),
@@ -631,86 +631,100 @@ def admin_paths() -> Json:
 
 def membership_paths() -> Json:
     """SPEC §2's admin routes for membership at runtime (`frontend/membership.py`)."""
-    tier = example_tier("catalog", (8003, 8004))
+    return {
+        "/admin/replicas": {"post": add_replica_operation()},
+        "/admin/replicas/{name}": {"delete": remove_replica_operation()},
+        "/admin/switchover": {"post": switchover_operation()},
+    }
+
+
+def membership_operation(operation_id: str, summary: str, description: str) -> Json:
+    return {
+        "operationId": operation_id,
+        "tags": ["membership"],
+        "summary": summary,
+        "description": description,
+        "security": [{"admin": []}],
+    }
+
+
+def unauthorized_response() -> Json:
+    return error_response("Missing or wrong admin token.", ("unauthorized",))
+
+
+def too_large_response() -> Json:
+    return error_response("The body exceeds 64 KiB.", ("payload_too_large",))
+
+
+def add_replica_operation() -> Json:
+    added = {"data": {**example_replica("catalog-3", 8006), "state": "catching_up"}}
+    operation = membership_operation(
+        "addReplica",
+        "Add a replica to a service",
+        "Starts a new replica under `bazar up` or, with `url`, registers one started "
+        "elsewhere with `bazar serve`. It is answered as `catching_up` and turns `in_sync` "
+        "by itself (watch `/cluster`).",
+    )
+    operation["requestBody"] = json_request("ReplicaAdd", {"service": "catalog"})
+    operation["responses"] = {
+        "202": json_response("The new replica, catching up.", "ReplicaData", added),
+        "401": unauthorized_response(),
+        "413": too_large_response(),
+        "422": invalid(
+            "Bad body, or no new replica of the service answers at `url`.",
+            "url must be http://HOST:PORT",
+        ),
+        "503": error_response(
+            "The replica cannot be started now.", ("unavailable",), retry_after=True
+        ),
+    }
+    return operation
+
+
+def remove_replica_operation() -> Json:
     name = parameter(
         "name", "path", "The replica's name, as `/cluster` lists it.", {"type": "string"}
     )
     name["example"] = "catalog-2"
-    unauthorized = error_response("Missing or wrong admin token.", ("unauthorized",))
-    too_large = error_response("The body exceeds 64 KiB.", ("payload_too_large",))
-    admin_operation: Json = {"tags": ["membership"], "security": [{"admin": []}]}
-    return {
-        "/admin/replicas": {
-            "post": {
-                **admin_operation,
-                "operationId": "addReplica",
-                "summary": "Add a replica to a service",
-                "description": "Starts a new replica under `bazar up` or, with `url`, "
-                "registers one started elsewhere with `bazar serve`. It is answered as "
-                "`catching_up` and turns `in_sync` by itself (watch `/cluster`).",
-                "requestBody": json_request("ReplicaAdd", {"service": "catalog"}),
-                "responses": {
-                    "202": json_response(
-                        "The new replica, catching up.",
-                        "ReplicaData",
-                        {"data": {**example_replica("catalog-3", 8006), "state": "catching_up"}},
-                    ),
-                    "401": unauthorized,
-                    "413": too_large,
-                    "422": invalid(
-                        "Bad body, or no new replica of the service answers at `url`.",
-                        "url must be http://HOST:PORT",
-                    ),
-                    "503": error_response(
-                        "The replica cannot be started now.", ("unavailable",), retry_after=True
-                    ),
-                },
-            }
-        },
-        "/admin/replicas/{name}": {
-            "delete": {
-                **admin_operation,
-                "operationId": "removeReplica",
-                "summary": "Remove a replica",
-                "description": "Moves the primary role first if it has it; answers once the "
-                "view without it is installed and the process (if `bazar up` runs it) stopped.",
-                "parameters": [name],
-                "responses": {
-                    "200": json_response("The service's replicas now.", "TierData", {"data": tier}),
-                    "401": unauthorized,
-                    "404": error_response("No replica has this name.", ("not_found",)),
-                    "409": error_response(
-                        "It is the only in-sync replica of its service.", ("last_replica",)
-                    ),
-                    "503": error_response("Not done in time.", ("unavailable",), retry_after=True),
-                },
-            }
-        },
-        "/admin/switchover": {
-            "post": {
-                **admin_operation,
-                "operationId": "switchover",
-                "summary": "Move a service's primary role",
-                "description": "To `to`, or (`to` null or absent) to the best in-sync backup. "
-                "Writes are held meanwhile, not failed.",
-                "requestBody": json_request("Switchover", {"service": "catalog", "to": None}),
-                "responses": {
-                    "200": json_response(
-                        "The service's replicas, with the new primary.", "TierData", {"data": tier}
-                    ),
-                    "401": unauthorized,
-                    "404": error_response("The service has no replica `to`.", ("not_found",)),
-                    "409": error_response(
-                        "The target is not an in-sync backup (or there is none).",
-                        ("not_in_sync",),
-                    ),
-                    "413": too_large,
-                    "422": invalid("Bad body.", "bad Switchover: Object missing required field"),
-                    "503": error_response("Not done in time.", ("unavailable",), retry_after=True),
-                },
-            }
-        },
+    tier = {"data": example_tier("catalog", (8003, 8004))}
+    operation = membership_operation(
+        "removeReplica",
+        "Remove a replica",
+        "Moves the primary role first if it has it; answers once the view without it is "
+        "installed and the process (if `bazar up` runs it) stopped.",
+    )
+    operation["parameters"] = [name]
+    operation["responses"] = {
+        "200": json_response("The service's replicas now.", "TierData", tier),
+        "401": unauthorized_response(),
+        "404": error_response("No replica has this name.", ("not_found",)),
+        "409": error_response("It is the only in-sync replica of its service.", ("last_replica",)),
+        "503": error_response("Not done in time.", ("unavailable",), retry_after=True),
     }
+    return operation
+
+
+def switchover_operation() -> Json:
+    tier = {"data": example_tier("catalog", (8003, 8004))}
+    operation = membership_operation(
+        "switchover",
+        "Move a service's primary role",
+        "To `to`, or (`to` null or absent) to the best in-sync backup. Writes are held "
+        "meanwhile, not failed.",
+    )
+    operation["requestBody"] = json_request("Switchover", {"service": "catalog", "to": None})
+    operation["responses"] = {
+        "200": json_response("The service's replicas, with the new primary.", "TierData", tier),
+        "401": unauthorized_response(),
+        "404": error_response("The service has no replica `to`.", ("not_found",)),
+        "409": error_response(
+            "The target is not an in-sync backup (or there is none).", ("not_in_sync",)
+        ),
+        "413": too_large_response(),
+        "422": invalid("Bad body.", "bad Switchover: Object missing required field"),
+        "503": error_response("Not done in time.", ("unavailable",), retry_after=True),
+    }
+    return operation
 
 
 def json_request(schema: str, example: object) -> Json:
