@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 import msgspec
 from msgspec import UNSET
 
-from bazar.catalog.machine import cost_to_cents
+from bazar.catalog.machine import COST_CENTS_MAX, cost_to_cents
 from bazar.errors import InvalidRequest, UnsupportedMediaType
 from bazar.wire import BookPatch, PurchaseBody, UpdateBook
 
@@ -148,7 +148,9 @@ def patch_command(
     if patch.cost is not UNSET:
         cost_cents = cost_to_cents(patch.cost)
         if cost_cents is None:
-            raise InvalidRequest("cost must be a number >= 0 with at most 2 decimals")
+            raise InvalidRequest(
+                f"cost must be a number from 0 to {COST_CENTS_MAX // 100} with at most 2 decimals"
+            )
     delta = 0 if patch.stock_delta is UNSET else patch.stock_delta
     if abs(delta) > stock_delta_abs_max:
         raise InvalidRequest(f"|stock_delta| must be at most {stock_delta_abs_max}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import stat
 import uuid
 from pathlib import Path
@@ -23,6 +24,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
+from bazar.frontend import pages
 from bazar.testing.cluster import Cluster, wait_until
 from bazar.testing.probe import (
     Reply,
@@ -690,6 +692,22 @@ def test_patch_stock_delta_bounds(cluster: Cluster) -> None:
     assert stock_of(cluster, 7) == 10
 
 
+def test_patch_cost_bounds(cluster: Cluster) -> None:
+    """The largest cost is the documented maximum (found by schemathesis: a cost of
+    47835249736718.42 was schema-valid and refused)."""
+    original = book_of(cluster, 7)["cost"]
+    try:
+        assert patch(cluster, 7, {"cost": 10**13}).json["data"]["cost"] == 10**13
+        assert (
+            patch(cluster, 7, {"cost": 9999999999999.99}).json["data"]["cost"] == 9999999999999.99
+        )
+        for cost in (10**13 + 0.01, 10**13 + 1, 47835249736718.42):
+            assert_error(patch(cluster, 7, {"cost": cost}), 422, "invalid_request")
+    finally:
+        assert patch(cluster, 7, {"cost": original}).status == 200
+    assert book_of(cluster, 7)["cost"] == original
+
+
 def test_patch_below_zero_is_409_and_stock_unchanged(cluster: Cluster) -> None:
     set_stock(cluster, 7, 2)
     assert_error(patch(cluster, 7, {"stock_delta": -3}), 409, "out_of_stock")
@@ -866,6 +884,46 @@ def test_html_pages(cluster: Cluster, path: str) -> None:
     assert "<link" not in page or 'href="http' not in page
 
 
+def test_docs_page_is_swagger_ui_served_by_the_front_end(cluster: Cluster) -> None:
+    """/docs loads the vendored Swagger UI from this front end, pointed at /openapi.json;
+    each file it names is served with its type and a long cache lifetime, byte for byte."""
+    page = call(cluster, "GET", "/docs").raw.decode()
+    assert '"/openapi.json"' in page
+    assert "SwaggerUIBundle(" in page
+    urls = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert [url for url in urls if "://" in url or url.startswith("//")] == []
+    bundle = [url for url in urls if "/swagger-ui-bundle.js?" in url]
+    assert len(bundle) == 1, urls
+    vendored = pages.static_root() / "swagger-ui"
+    expected_types = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
+    files = [url for url in urls if url.startswith("/static/")]
+    assert len(files) >= 3, files
+    for url in files:
+        reply = call(cluster, "GET", url)
+        assert reply.status == 200, url
+        path = urlsplit(url).path
+        assert reply.headers["content-type"].startswith(expected_types[Path(path).suffix]), url
+        assert "max-age=31536000" in reply.headers["cache-control"], url
+        assert reply.raw == (vendored / Path(path).name).read_bytes(), url
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/swagger-ui/nope.js",
+        "/static/swagger-ui/README.md",
+        "/static/swagger-ui/LICENSE",
+        "/static/docs.html",
+        "/static/swagger-ui/..%2F..%2Fconfig.py",
+        "/static/../pyproject.toml",
+        "/static",
+    ],
+    ids=lambda path: path.removeprefix("/static").strip("/").replace("/", "-") or "root",
+)
+def test_static_serves_only_vendored_assets(cluster: Cluster, path: str) -> None:
+    assert_error(raw_request(cluster.url, "GET", path), 404, "not_found")
+
+
 # ---------------------------------------------------------------- slash, request id, 405, 404
 
 
@@ -885,6 +943,7 @@ def test_html_pages(cluster: Cluster, path: str) -> None:
         "/health",
         "/openapi.json",
         "/docs",
+        "/static/swagger-ui/swagger-ui.css",
         "/nope",
     ],
     ids=lambda path: path[:30],

@@ -17,12 +17,16 @@ import msgspec
 import orjson
 
 from bazar import __version__, wire
+from bazar.catalog.machine import COST_CENTS_MAX
 from bazar.config import LIMITS
 
 Json = dict[str, object]
 
 SCHEMA_REF = "#/components/schemas/{name}"
 ID_MAX = 2**63 - 1
+BMP_END = 0x10000
+COST_MAX = COST_CENTS_MAX // 100  # the catalog stores integer cents
+ORDER_ID_EXAMPLE = "5f0c6a9e2b7d4c1f8a3e9d2b6c4f1a07"  # the shape the order service makes
 
 # Every Struct the public API sends or receives; their components make up `components.schemas`.
 PUBLIC_TYPES: tuple[type[wire.Struct], ...] = (
@@ -38,6 +42,10 @@ PUBLIC_TYPES: tuple[type[wire.Struct], ...] = (
     wire.OrderPage,
     wire.HealthData,
     wire.ClusterData,
+    wire.ReplicaAdd,
+    wire.Switchover,
+    wire.ReplicaData,
+    wire.TierData,
 )
 
 
@@ -54,7 +62,7 @@ def example_book() -> Json:
 
 def example_order() -> Json:
     return {
-        "id": "ord-0000000000000001",
+        "id": ORDER_ID_EXAMPLE,
         "book_id": 2,
         "quantity": 1,
         "unit_cost": 15,
@@ -64,20 +72,23 @@ def example_order() -> Json:
     }
 
 
+def example_replica(name: str, port: int) -> Json:
+    """An in-sync backup of the examples."""
+    return {
+        "name": name,
+        "url": f"http://127.0.0.1:{port}",
+        "role": "backup",
+        "state": "in_sync",
+        "pid": 4100 + port % 100,
+        "last_seq": 42,
+        "commit_seq": 42,
+    }
+
+
 def example_tier(tier: str, ports: tuple[int, int]) -> Json:
     """One tier of the `/cluster` example: replica 1 is primary, replica 2 an in-sync backup."""
-    replicas = [
-        {
-            "name": f"{tier}-{n}",
-            "url": f"http://127.0.0.1:{port}",
-            "role": "primary" if n == 1 else "backup",
-            "state": "in_sync",
-            "pid": 4100 + port % 100,
-            "last_seq": 42,
-            "commit_seq": 42,
-        }
-        for n, port in enumerate(ports, start=1)
-    ]
+    replicas = [example_replica(f"{tier}-{n}", port) for n, port in enumerate(ports, start=1)]
+    replicas[0]["role"] = "primary"
     return {"epoch": 1, "primary": f"{tier}-1", "replicas": replicas}
 
 
@@ -107,6 +118,8 @@ ERROR_EXAMPLES: tuple[tuple[str, str, str], ...] = (
     ("not_found", "Not found", "no book with id 99"),
     ("out_of_stock", "Out of stock", "book 2 has 0 in stock, 1 requested"),
     ("unauthorized", "Unauthorized", "missing or wrong admin token"),
+    ("last_replica", "Last replica", "catalog-1 is the only in-sync replica of catalog"),
+    ("not_in_sync", "Not in sync", "catalog-2 is not an in-sync backup of catalog"),
     ("payload_too_large", "Body too large", "request body exceeds 65536 bytes"),
     ("unsupported_media_type", "Unsupported media type", "content type text/plain"),
     ("unavailable", "Unavailable", "no primary can take writes now; retry with the same key"),
@@ -123,6 +136,10 @@ def openapi_document() -> dict[str, object]:
             {"name": "store", "description": "Browse the catalog and buy books."},
             {"name": "orders", "description": "Read the replicated order log."},
             {"name": "admin", "description": "Change a book (admin token required)."},
+            {
+                "name": "membership",
+                "description": "Add and remove replicas, move a primary (admin token required).",
+            },
             {"name": "operations", "description": "Health, cluster view and metrics."},
             {"name": "pages", "description": "Human-facing pages and this document."},
         ],
@@ -178,12 +195,16 @@ def document_schemas() -> Json:
         "item_number": {**quantity, "description": "The quantity (the lab's name for it)."},
         "quantity": quantity,
     }
-    purchase["not"] = {"required": ["item_number", "quantity"]}
+    # Not both: with no other property allowed, at most one. (`not: {required: [...]}` says
+    # the same, but Swagger UI renders it as a schema nothing matches.)
+    assert purchase["additionalProperties"] is False
+    purchase["maxProperties"] = 1
     patch = refined(schemas, "BookPatch")
     patch["properties"] = {
         "cost": {
             "type": "number",
             "minimum": 0,
+            "maximum": COST_MAX,
             "multipleOf": 0.01,
             "description": "New unit cost, with at most 2 decimals.",
         },
@@ -201,7 +222,12 @@ def document_schemas() -> Json:
         "title": {"type": "string"},
         "topic": {"type": "string"},
         "stock": {"type": "integer", "minimum": 0},
-        "cost": {"type": "number", "minimum": 0, "description": "Money, at most 2 decimals."},
+        "cost": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": COST_MAX,
+            "description": "Money, at most 2 decimals.",
+        },
     }
     return schemas
 
@@ -323,14 +349,39 @@ def document_paths() -> Json:
         **purchase_paths(),
         **order_paths(),
         **admin_paths(),
+        **membership_paths(),
         **operation_paths(),
         **page_paths(),
     }
 
 
+def not_blank_pattern() -> str:
+    """A pattern that text matches when it has a character `str.strip` keeps (a topic that
+    is only whitespace is 422). Spelled out as escapes, not `\\S`: JSON Schema's (ECMA 262)
+    whitespace is not Python's (`\\x1c`-`\\x1f` and `\\x85` are whitespace only to Python,
+    `\\ufeff` only to ECMA), and the document must say what the server does."""
+    # The BMP only (every whitespace character lies there): the unit test scans all of Unicode.
+    spaces = [code for code in range(BMP_END) if chr(code).isspace()]
+    assert spaces, "no whitespace at all"
+    ranges: list[tuple[int, int]] = []
+    for code in spaces:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1] = (ranges[-1][0], code)
+        else:
+            ranges.append((code, code))
+    parts = [regex_char(lo) + (f"-{regex_char(hi)}" if hi > lo else "") for lo, hi in ranges]
+    return f"[^{''.join(parts)}]"
+
+
+def regex_char(code: int) -> str:
+    """One character as a regex escape both ECMA 262 and Python read alike."""
+    assert code < BMP_END, code  # `\\u` takes four digits
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
 def store_paths() -> Json:
     topic_schema: Json = {"type": "string", "minLength": 1, "maxLength": LIMITS.topic_chars_max}
-    topic_schema["pattern"] = "\\S"  # not only whitespace
+    topic_schema["pattern"] = not_blank_pattern()
     topic = parameter(
         "topic",
         "path",
@@ -416,14 +467,16 @@ def purchase_operation(operation_id: str, summary: str) -> Json:
 
 def idempotency_key_parameter() -> Json:
     description = (
-        "Makes the purchase exactly once: a retry with the same key gets the first answer. "
-        "Without it the front end generates one per request."
+        "Makes the purchase exactly once: a retry with the same key gets the first answer "
+        "(a UUID is a good key). Without it the front end generates one per request."
     )
     key_chars_max = LIMITS.idempotency_key_chars_max
     schema: Json = {"type": "string", "minLength": 1, "maxLength": key_chars_max}
-    schema["pattern"] = "^[ -~]+$"  # printable ASCII
-    example = "3f1c1f0e-6a43-4c2b-9a57-2d0f0c9d6b11"
-    return parameter("Idempotency-Key", "header", description, schema, example=example)
+    # Printable ASCII, no space at either end: HTTP drops spaces around a header's value
+    # (RFC 9110 §5.5), so the server would never see them.
+    schema["pattern"] = "^[!-~](?:[ -~]*[!-~])?$"
+    # No example: "Try it out" would fill it in, and every purchase tried would replay the first.
+    return parameter("Idempotency-Key", "header", description, schema)
 
 
 def purchase_request_body() -> Json:
@@ -438,7 +491,10 @@ def purchase_request_body() -> Json:
             "application/x-www-form-urlencoded": {
                 "schema": {
                     "type": "object",
-                    "properties": {"item_number": form_quantity},
+                    "properties": {"item_number": form_quantity, "quantity": form_quantity},
+                    "additionalProperties": False,
+                    "maxProperties": 1,
+                    "description": "`item_number` (or `quantity`) once; no other field.",
                 },
                 "example": {"item_number": 1},
             },
@@ -464,7 +520,7 @@ def purchase_responses() -> Json:
             "is still running (retry after `Retry-After`).",
             ("out_of_stock", "idempotency_key_in_use"),
         ),
-        "413": error_response("The body exceeds 64 KiB.", ("payload_too_large",)),
+        "413": too_large_response(),
         "415": error_response("The body is neither JSON nor a form.", ("unsupported_media_type",)),
         "422": error_response(
             "Bad id, quantity, JSON or key; or the key was used for another purchase.",
@@ -484,7 +540,7 @@ def order_paths() -> Json:
         "path",
         "The order's id, as returned by a purchase (opaque text).",
         {"type": "string", "minLength": 1},
-        example="ord-0000000000000001",
+        example=ORDER_ID_EXAMPLE,
     )
     limit_schema: Json = {"type": "integer", "minimum": 1, "maximum": LIMITS.page_limit_max}
     limit_schema["default"] = LIMITS.page_limit_default
@@ -492,7 +548,8 @@ def order_paths() -> Json:
     after = parameter(
         "after",
         "query",
-        "The `next` of the previous page: start after this order id.",
+        "The `next` of the previous page: start after this order id. An id that names no "
+        "order is refused with 422 (a cursor must name an order).",
         {"type": "string", "minLength": 1},
     )
     page = {"data": [example_order()], "next": None}
@@ -552,10 +609,10 @@ def admin_paths() -> Json:
                 },
                 "responses": {
                     "200": json_response("The updated book.", "BookData", {"data": example_book()}),
-                    "401": error_response("Missing or wrong admin token.", ("unauthorized",)),
+                    "401": unauthorized_response(),
                     "404": error_response("No book has this id.", ("not_found",)),
                     "409": error_response("The stock would go below 0.", ("out_of_stock",)),
-                    "413": error_response("The body exceeds 64 KiB.", ("payload_too_large",)),
+                    "413": too_large_response(),
                     "415": error_response(
                         "A non-empty body that is not JSON.", ("unsupported_media_type",)
                     ),
@@ -570,6 +627,109 @@ def admin_paths() -> Json:
             }
         }
     }
+
+
+def membership_paths() -> Json:
+    """SPEC §2's admin routes for membership at runtime (`frontend/membership.py`)."""
+    return {
+        "/admin/replicas": {"post": add_replica_operation()},
+        "/admin/replicas/{name}": {"delete": remove_replica_operation()},
+        "/admin/switchover": {"post": switchover_operation()},
+    }
+
+
+def membership_operation(operation_id: str, summary: str, description: str) -> Json:
+    return {
+        "operationId": operation_id,
+        "tags": ["membership"],
+        "summary": summary,
+        "description": description,
+        "security": [{"admin": []}],
+    }
+
+
+def unauthorized_response() -> Json:
+    return error_response("Missing or wrong admin token.", ("unauthorized",))
+
+
+def too_large_response() -> Json:
+    return error_response("The body exceeds 64 KiB.", ("payload_too_large",))
+
+
+def add_replica_operation() -> Json:
+    added = {"data": {**example_replica("catalog-3", 8006), "state": "catching_up"}}
+    operation = membership_operation(
+        "addReplica",
+        "Add a replica to a service",
+        "Starts a new replica under `bazar up` or, with `url`, registers one started "
+        "elsewhere with `bazar serve`. It is answered as `catching_up` and turns `in_sync` "
+        "by itself (watch `/cluster`).",
+    )
+    operation["requestBody"] = json_request("ReplicaAdd", {"service": "catalog"})
+    operation["responses"] = {
+        "202": json_response("The new replica, catching up.", "ReplicaData", added),
+        "401": unauthorized_response(),
+        "413": too_large_response(),
+        "422": invalid(
+            "Bad body, or no new replica of the service answers at `url`.",
+            "url must be http://HOST:PORT",
+        ),
+        "503": error_response(
+            "The replica cannot be started now.", ("unavailable",), retry_after=True
+        ),
+    }
+    return operation
+
+
+def remove_replica_operation() -> Json:
+    name = parameter(
+        "name", "path", "The replica's name, as `/cluster` lists it.", {"type": "string"}
+    )
+    name["example"] = "catalog-2"
+    tier = {"data": example_tier("catalog", (8003, 8004))}
+    operation = membership_operation(
+        "removeReplica",
+        "Remove a replica",
+        "Moves the primary role first if it has it; answers once the view without it is "
+        "installed and the process (if `bazar up` runs it) stopped.",
+    )
+    operation["parameters"] = [name]
+    operation["responses"] = {
+        "200": json_response("The service's replicas now.", "TierData", tier),
+        "401": unauthorized_response(),
+        "404": error_response("No replica has this name.", ("not_found",)),
+        "409": error_response("It is the only in-sync replica of its service.", ("last_replica",)),
+        "503": error_response("Not done in time.", ("unavailable",), retry_after=True),
+    }
+    return operation
+
+
+def switchover_operation() -> Json:
+    tier = {"data": example_tier("catalog", (8003, 8004))}
+    operation = membership_operation(
+        "switchover",
+        "Move a service's primary role",
+        "To `to`, or (`to` null or absent) to the best in-sync backup. Writes are held "
+        "meanwhile, not failed.",
+    )
+    operation["requestBody"] = json_request("Switchover", {"service": "catalog", "to": None})
+    operation["responses"] = {
+        "200": json_response("The service's replicas, with the new primary.", "TierData", tier),
+        "401": unauthorized_response(),
+        "404": error_response("The service has no replica `to`.", ("not_found",)),
+        "409": error_response(
+            "The target is not an in-sync backup (or there is none).", ("not_in_sync",)
+        ),
+        "413": too_large_response(),
+        "422": invalid("Bad body.", "bad Switchover: Object missing required field"),
+        "503": error_response("Not done in time.", ("unavailable",), retry_after=True),
+    }
+    return operation
+
+
+def json_request(schema: str, example: object) -> Json:
+    content = {"application/json": {"schema": schema_ref(schema), "example": example}}
+    return {"required": True, "content": content}
 
 
 def operation_paths() -> Json:

@@ -22,8 +22,7 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from bazar import logs
@@ -176,6 +175,7 @@ class Frontend:
         self.known_books: set[int] = set()  # ids seen in replica answers: the catalog's size
         self.metrics = FrontendMetrics(self.cache, self.views, monotonic_ms)
         self.openapi = openapi.openapi_json()
+        self.assets = pages.assets()
         # The teaching console, only under `bazar up --demo` (its supervisor's socket).
         self.console = None if control_socket is None else Console(secrets, control_socket)
         if self.console is not None:
@@ -199,6 +199,7 @@ class Frontend:
         routes: list[BaseRoute] = [
             Route("/", self._index, methods=["GET"]),
             Route("/docs", self._docs, methods=["GET"]),
+            Route("/static/{path:path}", self._static, methods=["GET"]),
             Route("/openapi.json", self._openapi, methods=["GET"]),
             Route("/metrics", self.metrics.endpoint, methods=["GET"]),
             Route("/health", self._health, methods=["GET"]),
@@ -216,12 +217,6 @@ class Frontend:
             Route("/admin/replicas", self.membership.add, methods=["POST"]),
             Route("/admin/replicas/{name}", self.membership.remove, methods=["DELETE"]),
             Route("/admin/switchover", self.membership.switchover, methods=["POST"]),
-            # The page's scripts and vendored libraries (no CDN), from the package data; the
-            # pages themselves are served at / and /docs only.
-            *(
-                Mount(f"/static/{folder}", StaticFiles(packages=[("bazar", f"static/{folder}")]))
-                for folder in ("js", "vendor")
-            ),
             *(self.console.routes() if self.console is not None else []),
         ]
         app = build_app(routes, lifespan=self.lifespan, measure=self.metrics.middleware)
@@ -638,6 +633,9 @@ class Frontend:
 
     async def _docs(self, request: Request) -> Response:
         return Response(pages.page("docs"), media_type="text/html; charset=utf-8")
+
+    async def _static(self, request: Request) -> Response:
+        return pages.asset_response(self.assets, request.path_params["path"])
 
     async def _index(self, request: Request) -> Response:
         return Response(pages.page("index"), media_type="text/html; charset=utf-8")
