@@ -6,36 +6,20 @@ could fail to run, fetch a font or a validator badge from another host, or point
 elsewhere). Method: headless Debian chromium through Playwright; every request the page makes
 is recorded, and any to another origin is aborted and fails the test. The page is then used as
 a reader would: open GET /info/{id}, type an id, Execute, and read the answer it shows. A
-screenshot of the page after that is kept in the test's `tmp_path`.
+screenshot of the page after that is kept in the test's `tmp_path`. The browser is the
+session's (tests/conftest.py): Playwright's sync API runs one driver per process.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Route
 
 from bazar.testing.cluster import Cluster
 
-CHROMIUM = Path("/usr/bin/chromium")
 RENDER_DEADLINE_MS = 20_000
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian's chromium is missing (`make browser` installs it)"
-)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def operation_count(cluster: Cluster) -> int:
