@@ -116,7 +116,8 @@ class Cluster:
             self.arguments += ["--log-entries-max", str(log_entries_max)]
         if min_in_sync is not None:
             self.arguments += ["--min-in-sync", str(min_in_sync)]
-        self.arguments += ["--log-format", log_format]
+        if log_format != "text":  # (the default: so older revisions run too, bench/revisions.py)
+            self.arguments += ["--log-format", log_format]
         if demo:
             self.arguments.append("--demo")
         self.process: subprocess.Popen[bytes] | None = None
@@ -355,7 +356,8 @@ def serve(
     another command (`ip netns exec NS` puts it on a host of its own); `host` is `--host`."""
     tier = load_cluster(config).node(name).tier
     command = [*prefix, sys.executable, "-m", "bazar", "serve", tier]
-    command += ["--config", str(config), "--name", name, "--log-format", log_format]
+    command += ["--config", str(config), "--name", name]
+    command += ["--log-format", log_format] if log_format != "text" else []
     command += ["--host", host] if host is not None else []
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as output:
