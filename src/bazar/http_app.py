@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 
@@ -128,7 +128,7 @@ def request_id(scope: Scope) -> bytes:
             if 0 < len(text) <= REQUEST_ID_CHARS_MAX and text.isascii() and text.isprintable():
                 return bytes(value)
             break
-    return uuid.uuid4().hex.encode()
+    return os.urandom(16).hex().encode()  # (a random UUID's 128 bits, a third of its cost)
 
 
 def build_app(

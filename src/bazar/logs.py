@@ -100,9 +100,16 @@ def request_done(
     _lines.add(fields)
 
 
+_second: list[object] = [-1, ""]  # the last whole second and its text: one strftime a second
+
+
 def _now() -> str:
-    moment = datetime.fromtimestamp(time.time(), UTC)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """As `_timestamp` writes it (ISO 8601, UTC, microseconds), at a fraction of the cost."""
+    now = time.time()
+    second = int(now)
+    if _second[0] != second:
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_second[1]}.{int((now - second) * 1_000_000):06d}Z"
 
 
 def _text_line(fields: Mapping[str, object]) -> str:
