@@ -38,9 +38,11 @@ def fresh_cluster(tmp_path: Path) -> Iterator[Cluster]:
 SCREENSHOTS = pytest.StashKey[list[Path]]()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One headless chromium for the whole session."""
+    """One headless chromium per test module. Not per session: Playwright's sync API keeps
+    an event loop running in the main thread until it stops, and every later test that
+    calls `asyncio.run` would fail."""
     try:
         with chromium() as launched:
             yield launched

@@ -197,12 +197,14 @@ def all_replica_orders(cluster: Cluster) -> dict[str, list[dict[str, Any]]]:
 
 
 def commit_points(cluster: Cluster, tier: str) -> dict[str, tuple[int, int]]:
-    """Each replica's own (epoch, commit_seq), read from its database."""
+    """Each replica's own (epoch, commit_seq), from its `/health` (`/internal/commit` is for
+    backups asking their primary: any other replica refuses it)."""
     points = {}
     for name, url in cluster.replica_urls(tier).items():
-        status, body = cluster.internal("GET", url, "/internal/commit")
-        assert status == 200, (name, status, body)
-        points[name] = (int(body["epoch"]), int(body["commit_seq"]))
+        status, body = cluster.json("GET", "/health", base=url)
+        assert status in (200, 503), (name, status, body)
+        health = body["data"]
+        points[name] = (int(health["epoch"]), int(health["commit_seq"]))
     return points
 
 

@@ -7,7 +7,7 @@ elsewhere). Method: headless Debian chromium through Playwright; every request t
 is recorded, and any to another origin is aborted and fails the test. The page is then used as
 a reader would: open GET /info/{id}, type an id, Execute, and read the answer it shows. A
 screenshot of the page after that is kept in the test's `tmp_path`. The browser is the
-session's (tests/conftest.py): Playwright's sync API runs one driver per process.
+one of tests/conftest.py (per module: Playwright's sync API runs one driver at a time).
 """
 
 from __future__ import annotations

@@ -110,6 +110,8 @@ class Membership:
             )
         log.info("transition=replica_added tier=%s node=%s url=%s", node.tier, node.name, node.url)
         info = self.frontend.replica_info(node.tier, node.name)
+        if info.state == "down":  # not heard from yet: it is starting, to catch up (SPEC §2)
+            info = msgspec.structs.replace(info, state="catching_up")
         return json_response(ReplicaData(data=info), 202)
 
     async def remove(self, request: Request) -> Response:
