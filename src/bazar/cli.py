@@ -171,16 +171,7 @@ def _parser() -> argparse.ArgumentParser:
         help="refuse writes while fewer replicas of a service are in sync",
     )
 
-    serve = commands.add_parser("serve", help="run one process of a cluster")
-    serve.add_argument("tier", choices=["frontend", "catalog", "order"])
-    serve.add_argument("--config", required=True)
-    serve.add_argument("--name", required=True)
-    serve.add_argument(
-        "--host",
-        default=None,
-        help="address to listen on (default: the process's host in the cluster file; "
-        "a container listens on 0.0.0.0 while its peers reach it by its service name)",
-    )
+    serve = _serve_parser(commands)
     for process in (up, serve):
         process.add_argument(
             "--log-format",
@@ -188,8 +179,6 @@ def _parser() -> argparse.ArgumentParser:
             default="text",
             help="each process's log lines (<data-dir>/logs/<name>.log and stderr)",
         )
-    # The supervisor's control socket (`bazar up --demo`), given to the front end only.
-    serve.add_argument("--control-socket", default=None, help=argparse.SUPPRESS)
 
     for name, help_text in (
         ("search", "books whose topic contains TOPIC"),
@@ -211,6 +200,26 @@ def _parser() -> argparse.ArgumentParser:
     _bench_parser(commands)
     _membership_parsers(commands)
     return parser
+
+
+def _serve_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    serve: argparse.ArgumentParser = commands.add_parser(
+        "serve", help="run one process of a cluster"
+    )
+    serve.add_argument("tier", choices=["frontend", "catalog", "order"])
+    serve.add_argument("--config", required=True)
+    serve.add_argument("--name", required=True)
+    serve.add_argument(
+        "--host",
+        default=None,
+        help="address to listen on (default: the process's host in the cluster file; "
+        "a container listens on 0.0.0.0 while its peers reach it by its service name)",
+    )
+    # The supervisor's control socket (`bazar up --demo`), given to the front end only.
+    serve.add_argument("--control-socket", default=None, help=argparse.SUPPRESS)
+    return serve
 
 
 def _up(args: argparse.Namespace) -> int:
