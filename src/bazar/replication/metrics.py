@@ -13,8 +13,6 @@ dashboards can follow it.
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar, get_args
 
@@ -68,27 +66,16 @@ class ReplicaMetrics(Metrics):
             buckets=FSYNC_BUCKETS_S,
             registry=self.registry,
         )
-        self.commit_seconds = fsync.labels(*identity, "commit")
-        self.stage_seconds = fsync.labels(*identity, "stage")
-        self.intent_seconds = fsync.labels(*identity, "intent")
+        self.fsync_seconds = {
+            kind: fsync.labels(*identity, kind) for kind in ("commit", "stage", "intent")
+        }
+
+    def observe_fsync(self, kind: str, seconds: float) -> None:
+        """`storage.Store.timing`: on the writer thread, after the transaction."""
+        self.fsync_seconds[kind].observe(seconds)
 
     def watch(self, core: Replica, queued: Callable[[], int], clock_ms: Callable[[], int]) -> None:
         self.register(ReplicaCollector(core, queued, clock_ms))
-
-
-def timed(
-    histogram: Histogram, function: Callable[[sqlite3.Connection], T]
-) -> Callable[[sqlite3.Connection], T]:
-    """`function` for the writer thread, observing its duration there (not the time it
-    waited for the thread) when it succeeds."""
-
-    def run(conn: sqlite3.Connection) -> T:
-        started = time.perf_counter()
-        result = function(conn)
-        histogram.observe(time.perf_counter() - started)
-        return result
-
-    return run
 
 
 class ReplicaCollector(Collector):

@@ -69,14 +69,14 @@ class ReplicaProcess:
         self.secret = secrets.cluster_secret
         self.limits = cluster.limits
         path = Path(cluster.data_dir) / node.name / f"{node.tier}.sqlite3"
-        self.store = Store(path, schema, machine.tables)
+        self.store = Store(path, schema, machine.tables, machine)
         self.transport = Transport(self.secret)
         self.metrics = ReplicaMetrics(cluster.limits, node.tier, node.name)
+        self.store.timing = self.metrics.observe_fsync
         self.runtime: ReplicaRuntime[Any, Any] = ReplicaRuntime(
             cluster=cluster,
             node=node,
             store=self.store,
-            machine=machine,
             transport=self.transport,
             metrics=self.metrics,
             notify=notify,

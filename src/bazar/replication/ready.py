@@ -49,10 +49,12 @@ class CommitBatch:
 
 @dataclass(frozen=True, slots=True)
 class AbortBatch:
-    """On a primary: ROLLBACK the open batch; its commands' outcome is unknown to their
-    callers (the entry may be staged on a backup and committed by a new primary)."""
+    """On a primary: ROLLBACK the open batch. Its commands' outcome is unknown to their
+    callers (the entry may be staged on a backup and committed by a new primary), unless
+    `definite`: the batch was never sent, so it certainly did not happen."""
 
     reason: str
+    definite: bool = False
 
 
 @dataclass(frozen=True, slots=True)

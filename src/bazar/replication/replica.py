@@ -33,7 +33,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -65,9 +65,28 @@ from bazar.wire import (
 
 RowKey = tuple[str, int | str]
 Notify = Callable[[Sequence[Entry]], Invalidate | None]
+WriteRefusal = Literal["not_primary", "no_lease", "min_in_sync"]
 
 
-def change_key(change: Change, keys: dict[str, str]) -> RowKey:
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The core's answer when a request may not be served now (the driver turns it into
+    an error for the caller): retryable elsewhere or later, never a bug."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadCheck:
+    """A read on a backup touches a row that a staged entry writes (CRAQ): ask `view`'s
+    primary for its commit point, then `Replica.read_checked` says which entries apply."""
+
+    view: View
+    staged: tuple[Entry, ...]
+    truncations: int
+
+
+def change_key(change: Change, keys: Mapping[str, str]) -> RowKey:
     """The (table, key) a row image writes."""
     if isinstance(change, Upsert):
         return (change.table, change.row[keys[change.table]] or 0)
@@ -214,6 +233,71 @@ class Replica:
         """`--min-in-sync`: at least that many copies (the primary and its backups)."""
         view = self.view
         return view is not None and 1 + len(view.backups) >= self.timing.min_in_sync
+
+    def write_refusal(self, now_ms: int) -> WriteRefusal | None:
+        """May a write be queued now? Each refusal is definite: nothing was queued, so
+        nothing can run later on its own."""
+        if self.role != "primary":
+            return "not_primary"
+        if not self.leased(now_ms):
+            return "no_lease"
+        if not self.enough_in_sync():
+            return "min_in_sync"
+        return None
+
+    def queue_refusal(self) -> Refusal | None:
+        """Writes queued for the next batch are refused once we are not the primary (they
+        were never executed: a definite refusal)."""
+        if self.role == "primary":
+            return None
+        return Refusal(f"{self.name} is not the primary")
+
+    def read_refusal(self, now_ms: int) -> Refusal | None:
+        if self.serving(now_ms):
+            return None
+        return Refusal(f"{self.name} is not serving reads")
+
+    def commit_point_refusal(self) -> Refusal | None:
+        """May we answer a backup's commit query (`GET /internal/commit`)? Only as the
+        primary of our view, promotion done: while promoting, the staged suffix may have
+        been committed (and acknowledged) by the old primary; before the view makes us
+        primary again after a restart, so may entries that an OS crash took from our tables
+        (staged again from the intent log). Either way our commit point would tell a backup
+        to answer with the value from before them."""
+        if self.promoting:
+            return Refusal(f"{self.name} is promoting its staged entries; retry")
+        if self.role != "primary":
+            return Refusal(f"{self.name} is not the primary of its view; retry")
+        return None
+
+    def read_check(
+        self, keys: Mapping[str, str], table: str, wanted: set[int | str] | None
+    ) -> ReadCheck | Refusal | None:
+        """A read of `wanted` keys of `table` (any key when None) has read its rows: None
+        when no staged entry writes them (the rows are committed), else the check to make
+        with the primary (CRAQ), or a refusal (a promoting primary, no view yet)."""
+        dirty = self.dirty(keys, table)
+        if not dirty or (wanted is not None and not (dirty & wanted)):
+            return None
+        if self.role == "primary":
+            return Refusal("the primary is promoting its staged entries; retry")
+        view = self.views.get(self.tier)
+        if view is None:
+            return Refusal(f"no view of the {self.tier} tier yet")
+        # Taken now: the caller read its rows before, and the entries may be applied (and
+        # leave `staged`) while it waits for the primary.
+        staged = tuple(self.committed_overlay(self.last_seq))
+        assert staged, "a dirty key comes from a staged entry"
+        return ReadCheck(view=view, staged=staged, truncations=self.truncations)
+
+    def read_checked(self, check: ReadCheck, primary_commit_seq: int) -> list[Entry] | Refusal:
+        """The staged entries of `check` that the primary has committed."""
+        assert self.truncations >= check.truncations
+        if self.truncations != check.truncations:
+            # A newer primary replaced staged entries while we waited: the snapshot may
+            # hold one that will never commit. Let the front end ask another replica.
+            return Refusal("the log changed during the read; retry")
+        return [entry for entry in check.staged if entry.seq <= primary_commit_seq]
 
     def can_propose(self, now_ms: int) -> bool:
         return (
@@ -367,15 +451,23 @@ class Replica:
     # ---------------------------------------------------------------- events: primary
 
     def propose(self, entry: Entry, now_ms: int) -> Ready:
-        """The runtime executed a batch in an open transaction and logged `entry`."""
-        assert self.can_propose(now_ms)
+        """The driver executed a batch in an open transaction and logged `entry`. If the
+        lease ran out (or a join hold began) while it executed, a pause or a stall, the
+        batch was never sent: it is rolled back, a definite refusal."""
+        assert self.role == "primary"
+        assert self.inflight is None
+        assert not self.staged
         assert entry.seq == self.commit_seq + 1
         assert entry.epoch == self.epoch
+        ready = Ready()
+        if not self.can_propose(now_ms):
+            ready.persist.append(AbortBatch("the lease ran out; not executed", definite=True))
+            return ready
         notify = self.notify((entry,)) if self.notify is not None else None
         self.inflight = Inflight(kind="batch", entries=(entry,), invalidate=notify)
         self.notice_at_ms = None  # the Append carries the commit point
-        ready = Ready()
         self._drive(now_ms, ready)
+        assert self.inflight is None or self.inflight.entries == (entry,)
         return ready
 
     def next_seq(self) -> int:
@@ -811,7 +903,7 @@ class Replica:
 
     # ---------------------------------------------------------------- reads (CRAQ)
 
-    def dirty(self, keys: dict[str, str], table: str) -> set[int | str]:
+    def dirty(self, keys: Mapping[str, str], table: str) -> set[int | str]:
         """Keys of `table` that a staged entry writes: their committed value is unknown here."""
         found: set[int | str] = set()
         for entry in self.staged.values():

@@ -1,15 +1,16 @@
-"""The replication runtime: a thin loop that drives `replica.Replica` with SQLite and HTTP.
+"""The replication runtime: asyncio, HTTP and the writer thread around the one driver.
 
-Every event (a tick, an Append, a reply, a lease answer, a proposed batch) is one core step
-under one lock; its `Ready` is applied in order: persist (on the writer thread), `advance`,
-then sends, each of which ends in another step (its reply or its failure). The core decides
-everything else: what to send whom, when to commit, when to step down, when to promote.
+Every event (a tick, an Append, a reply, a lease answer, a batch) is one step of the driver
+(`driver.py`) under one lock: `decide` on the event loop, `persist` on the writer thread (the
+loop never waits for an fsync), `complete` back on the loop. Each send it makes ends in
+another step (its reply or its failure). Nothing here decides: the core does, through the
+driver; this module only moves bytes and wakes tasks.
 
 Write path on the primary (one batch in flight; requests that arrive meanwhile form the next
 batch, which is the group commit that gives throughput): the batch's commands run in one
-open SQLite transaction that logs one entry (`begin_batch`); the core sends it to every
-backup of the view and says when to COMMIT (`CommitBatch`) or ROLLBACK (`AbortBatch`).
-Readers never see the batch before its COMMIT.
+open SQLite transaction that logs one entry; the core sends it to every backup of the view
+and says when to COMMIT (`CommitBatch`) or ROLLBACK (`AbortBatch`). Readers never see the
+batch before its COMMIT.
 """
 
 from __future__ import annotations
@@ -22,35 +23,15 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from bazar.config import Cluster, Node
-from bazar.errors import Abandoned, BazarError, NotPrimary, Refused, Unavailable
-from bazar.replication.metrics import ReplicaMetrics, timed
-from bazar.replication.ready import (
-    AbortBatch,
-    CommitBatch,
-    InstallSnapshot,
-    PruneLog,
-    Ready,
-    SaveEpoch,
-    Send,
-    SnapshotWanted,
-    Stage,
-)
-from bazar.replication.replica import Notify, Replica, Timing
-from bazar.replication.storage import (
-    Machine,
-    Store,
-    begin_batch,
-    commit_batch,
-    install_snapshot,
-    prune_log,
-    rollback_batch,
-    save_epoch,
-    stage_entries,
-    write_intent,
-)
+from bazar.errors import BazarError, Unavailable
+from bazar.replication.driver import Driver, boot
+from bazar.replication.metrics import ReplicaMetrics
+from bazar.replication.ready import Ready, Send, SnapshotWanted, Stage
+from bazar.replication.replica import Notify, Timing
+from bazar.replication.storage import Store
 from bazar.transport import Transport, TransportError
 from bazar.wire import (
     Append,
@@ -74,8 +55,6 @@ R = TypeVar("R")
 
 log = logging.getLogger("bazar.replication")
 
-Batch = list[tuple[C, "asyncio.Future[R]"]]
-
 
 def monotonic_ms() -> int:
     return time.monotonic_ns() // 1_000_000
@@ -96,7 +75,8 @@ def timing_of(cluster: Cluster) -> Timing:
 
 
 class ReplicaRuntime(Generic[C, R]):
-    """One replica of one tier: its store, core state, and replication traffic."""
+    """One replica of one tier: its driver, and the tasks that carry its traffic. It is the
+    driver's `Host` (`now_ms`, `transmit`, `settle`, `reply`, `log`)."""
 
     def __init__(
         self,
@@ -104,45 +84,41 @@ class ReplicaRuntime(Generic[C, R]):
         cluster: Cluster,
         node: Node,
         store: Store,
-        machine: Machine[C, R],
         transport: Transport,
         metrics: ReplicaMetrics,
         notify: Notify | None = None,
     ) -> None:
-        meta = store.load_meta()
         self.cluster = cluster
         self.limits = cluster.limits
         self.node = node
         self.store = store
-        self.machine = machine
         self.transport = transport
         self.metrics = metrics
-        self.core = Replica(
+        core = boot(
+            store,
             name=node.name,
             tier=node.tier,
             pid=os.getpid(),
             incarnation=uuid.uuid4().hex,
-            boot_epoch=meta.epoch,
-            epoch=meta.epoch,
-            commit_seq=meta.commit_seq,
-            commit_epoch=meta.commit_epoch,
-            log=store,
             timing=timing_of(cluster),
             notify=notify,
-            staged={entry.seq: entry for entry in meta.staged},
         )
+        self.driver: Driver[C, R, asyncio.Future[Any]] = Driver(
+            core,
+            store,
+            self,
+            batch_commands_max=self.limits.batch_commands_max,
+            queued_max=self.limits.inflight_commands_max,
+        )
+        self.core = core
         self.urls: dict[str, str] = {}
         self.primary_changed: dict[str, asyncio.Event] = {}
         self._primaries: dict[str, str] = {}
-        self._queue: Batch[C, R] = []
-        self._batch: tuple[Batch[C, R], list[R]] | None = None
-        self._batch_done = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.isolated_from_frontend = False  # a test hook: a network cut to the front end
-        self._snapshot: bytes | None = None
         self._snapshot_lock = asyncio.Lock()
 
     # ---------------------------------------------------------------- lifecycle
@@ -159,9 +135,7 @@ class ReplicaRuntime(Generic[C, R]):
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._fail_queue(Unavailable("the replica is stopping"))
-        if self._batch is not None:
-            self._finish_batch(Unavailable("the replica is stopping"))
+        self.driver.stop(Unavailable("the replica is stopping"))
 
     def spawn(self, coroutine: Awaitable[None], name: str) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
@@ -174,73 +148,64 @@ class ReplicaRuntime(Generic[C, R]):
             await asyncio.sleep(self.limits.tick_ms / 1000)
             await self.step(self.core.tick)
 
+    # ---------------------------------------------------------------- the driver's host
+
+    def now_ms(self) -> int:
+        return monotonic_ms()
+
+    def transmit(self, send: Send) -> None:
+        self.spawn(self._send(send), "send")
+
+    def settle(
+        self, handle: asyncio.Future[Any], result: R | None, error: BazarError | None
+    ) -> None:
+        if handle.done():
+            return
+        if error is not None:
+            handle.set_exception(error)
+        else:
+            handle.set_result(result)
+
+    def reply(self, handle: asyncio.Future[Any], reply: AppendReply) -> None:
+        if not handle.done():
+            handle.set_result(reply)
+
+    def log(self, line: str) -> None:
+        log.info(line)
+
     # ---------------------------------------------------------------- steps
 
-    async def step(self, event: Callable[[int], Ready]) -> Ready:
-        """Run one core step and apply its Ready: persist, advance, then send."""
+    async def step(
+        self, event: Callable[[int], Ready], reply_to: asyncio.Future[Any] | None = None
+    ) -> None:
+        """One driver step: decide, persist (writer thread), complete."""
+        driver = self.driver
         async with self._lock:
-            ready = event(monotonic_ms())
+            ready = driver.decide(event, reply_to)
             await self._persist(ready)
-            self.core.advance(ready)
-        for line in ready.transitions:
-            log.info(line)
-        for send in ready.send:
-            self.spawn(self._send(send), "send")
+            driver.complete(ready, reply_to)
         self._after_step()
-        return ready
 
     async def _persist(self, ready: Ready) -> None:
-        for effect in ready.persist:
-            if isinstance(effect, SaveEpoch):
-                await self.store.write(
-                    partial(save_epoch, epoch=effect.epoch, intent=self.store.intent)
-                )
-            elif isinstance(effect, Stage):
-                await self._stage(effect)
-            elif isinstance(effect, CommitBatch):
-                await self._commit(effect.entry)
-            elif isinstance(effect, PruneLog):
-                await self.store.write(partial(prune_log, below_seq=effect.below_seq))
-            elif isinstance(effect, InstallSnapshot):
-                data, self._snapshot = self._snapshot, None
-                assert data is not None, "a snapshot is installed only in its own step"
-                await self.store.write(partial(install_snapshot, data=data, epoch=effect.epoch))
-            else:
-                assert isinstance(effect, AbortBatch)
-                await asyncio.shield(self.store.write(rollback_batch))
-                self._finish_batch(Abandoned(f"the write was abandoned: {effect.reason}"))
-
-    async def _stage(self, effect: Stage) -> None:
-        stage = partial(
-            stage_entries,
-            tables=self.store.tables,
-            epoch=effect.epoch,
-            truncate_from=effect.truncate_from,
-            entries=effect.stage,
-            apply=effect.apply,
-            commit_seq=effect.commit_seq,
-        )
-        await self.store.write(timed(self.metrics.stage_seconds, stage))
-        if effect.stage:
-            self.metrics.stage_entries.observe(len(effect.stage))
-
-    async def _commit(self, entry: Entry) -> None:
+        if not ready.persist:
+            return
+        driver = self.driver
         try:
-            commit = partial(commit_batch, intent=self.store.intent, entry=entry)
-            await self.store.write(timed(self.metrics.commit_seconds, commit))
+            # Shielded: once on the writer thread, a step finishes whoever stops waiting.
+            await asyncio.shield(self.store.write(lambda _conn: driver.persist(ready)))
         except Exception:
-            # Whether the entry is on disk is unknown, and memory cannot be made to agree:
-            # restart from the disk (the supervisor does it; the boot epoch rule then forces
-            # a new epoch, so this (epoch, seq) is never written again).
-            log.critical("transition=exit reason=commit_failed seq=%d", entry.seq, exc_info=True)
-            os._exit(1)
-        self._finish_batch(None)
+            if driver.unwind(ready):
+                # Whether the COMMIT (or ROLLBACK) is on disk is unknown, and memory cannot
+                # be made to agree: restart from the disk (the supervisor does it).
+                log.critical("transition=exit reason=persist_failed", exc_info=True)
+                os._exit(1)
+            raise
+        for effect in ready.persist:
+            if isinstance(effect, Stage) and effect.stage:
+                self.metrics.stage_entries.observe(len(effect.stage))
 
     def _after_step(self) -> None:
-        view = self.core.view
-        if self._queue and (view is None or self.core.role != "primary"):
-            self._fail_queue(NotPrimary(f"{self.node.name} is not the primary"))
-        if self._queue:
+        if self.driver.queue:
             self._wakeup.set()
         for tier, known in self.core.views.items():
             event = self.primary_changed.setdefault(tier, asyncio.Event())
@@ -255,144 +220,112 @@ class ReplicaRuntime(Generic[C, R]):
 
     async def _send(self, send: Send) -> None:
         message = send.message
-        if isinstance(message, LeaseRequest):
-            await self._send_lease(message)
-        elif isinstance(message, SnapshotWanted):
+        if isinstance(message, SnapshotWanted):
             await self._send_snapshot(send.to, message)
-        elif isinstance(message, Invalidate):
-            await self._send_invalidate(message)
-        else:
-            await self._send_append(send.to, message)
-
-    async def _send_lease(self, message: LeaseRequest) -> None:
-        try:
-            self._cut_off()
-            reply = await self.transport.call(
-                "POST",
-                self.cluster.frontend.url + "/internal/lease",
-                LeaseReply,
-                body=message,
-                timeout_ms=self.limits.lease_timeout_ms,
-            )
-        except (TransportError, BazarError):
-            await self.step(partial(self.core.on_lease_failed, message.seq))
             return
-        await self.step(partial(self.core.on_lease_reply, message.seq, reply.views, reply.granted))
-
-    async def _send_invalidate(self, message: Invalidate) -> None:
+        answer: object | None = None
         try:
-            self._cut_off()
-            await self.transport.call(
-                "POST",
-                self.cluster.frontend.url + "/internal/invalidate",
-                InvalidateReply,
-                body=message,
-                timeout_ms=self.limits.read_timeout_ms,
-            )
+            answer = await self._call(send)
         except (TransportError, BazarError) as error:
-            log.warning("transition=frontend_unreachable error=%s", error)
-            await self.step(self.core.on_invalidate_failed)
-            return
-        await self.step(self.core.on_invalidate_reply)
+            if isinstance(message, Invalidate):
+                log.warning("transition=frontend_unreachable error=%s", error)
+        await self.step(self.driver.answered(send, answer))
+
+    async def _call(self, send: Send) -> object:
+        """Raises: TransportError, BazarError."""
+        message = send.message
+        limits = self.limits
+        if isinstance(message, LeaseRequest | Invalidate):
+            if self.isolated_from_frontend:
+                raise TransportError("isolated from the front end (test hook)", definite=False)
+            lease = isinstance(message, LeaseRequest)
+            return await self.transport.call(
+                "POST",
+                self.cluster.frontend.url
+                + ("/internal/lease" if lease else "/internal/invalidate"),
+                LeaseReply if lease else InvalidateReply,
+                body=message,
+                timeout_ms=limits.lease_timeout_ms if lease else limits.read_timeout_ms,
+            )
+        assert isinstance(message, Append)
+        return await self.transport.call(
+            "POST",
+            self._url_of(send.to) + "/internal/append",
+            AppendReply,
+            body=message,
+            timeout_ms=limits.replicate_timeout_ms,
+        )
+
+    def _url_of(self, peer: str) -> str:
+        """Raises: Unavailable."""
+        url = self.urls.get(peer)
+        if url is None:
+            raise Unavailable(f"no address for {peer}")
+        return url
 
     async def _send_snapshot(self, peer: str, wanted: SnapshotWanted) -> None:
-        url = self.urls.get(peer)
+        answer: AppendReply | None = None
+        header: Snapshot | None = None
         try:
-            if url is None:
-                raise Unavailable(f"no address for {peer}")
-            data, commit_seq, commit_epoch = await asyncio.to_thread(self.store.snapshot)
-            header = Snapshot(
-                epoch=wanted.epoch,
-                primary=wanted.primary,
-                commit_seq=commit_seq,
-                commit_epoch=commit_epoch,
-            )
+            url = self._url_of(peer)
+            made, data = await asyncio.to_thread(self.driver.snapshot_for, wanted)
+            header = made
             log.info(
                 "transition=snapshot_sent node=%s commit_seq=%d bytes=%d",
                 peer,
-                commit_seq,
+                made.commit_seq,
                 len(data),
             )
-            reply = await self.transport.call(
+            answer = await self.transport.call(
                 "POST",
                 url + "/internal/snapshot",
                 AppendReply,
                 raw=data,
-                headers={SNAPSHOT_HEADER: encode(header).decode()},
+                headers={SNAPSHOT_HEADER: encode(made).decode()},
                 timeout_ms=self.limits.snapshot_timeout_ms,
             )
         except (TransportError, BazarError, OSError):
-            await self.step(partial(self.core.on_append_failed, peer))
-            return
-        await self.step(partial(self.core.on_snapshot_reply, peer, header, reply))
+            answer = None
+        await self.step(self.driver.snapshot_answered(peer, header, answer))
 
     async def on_snapshot(self, header: Snapshot, data: bytes) -> AppendReply:
         async with self._snapshot_lock:  # one snapshot at a time: the step takes its bytes
-            self._snapshot = data
-            try:
-                ready = await self.step(partial(self.core.on_snapshot, header))
-            finally:
-                self._snapshot = None
-        assert ready.reply is not None
-        return ready.reply
+            return await self._replied(self.driver.on_snapshot(header, data))
 
-    def _cut_off(self) -> None:
-        """Raises: TransportError while isolated from the front end (test hook)."""
-        if self.isolated_from_frontend:
-            raise TransportError("isolated from the front end (test hook)", definite=False)
+    async def on_append(self, message: Append) -> AppendReply:
+        return await self._replied(partial(self.core.on_append, message))
 
-    async def _send_append(self, peer: str, message: Append) -> None:
-        url = self.urls.get(peer)
-        try:
-            if url is None:
-                raise Unavailable(f"no address for {peer}")
-            reply = await self.transport.call(
-                "POST",
-                url + "/internal/append",
-                AppendReply,
-                body=message,
-                timeout_ms=self.limits.replicate_timeout_ms,
-            )
-        except (TransportError, BazarError):
-            await self.step(partial(self.core.on_append_failed, peer))
-            return
-        await self.step(partial(self.core.on_append_reply, peer, message, reply))
+    async def _replied(self, event: Callable[[int], Ready]) -> AppendReply:
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self.step(event, answer)
+        reply = answer.result()
+        assert isinstance(reply, AppendReply)
+        return reply
 
     # ---------------------------------------------------------------- writes (primary)
 
     async def submit(self, command: C) -> R:
         """Execute one command through the replicated log and return its result.
 
-        Raises: NotPrimary, Refused (definitely not executed), Unavailable.
+        Raises: NotPrimary, Refused (definitely not executed), Unavailable, Abandoned.
         """
-        self.check_writable()
-        if len(self._queue) >= self.limits.inflight_commands_max:
-            raise Unavailable("too many writes in flight")
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append((command, future))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.driver.submit(command, future)
         self._wakeup.set()
-        return await asyncio.shield(future)
+        result: R = await asyncio.shield(future)
+        return result
 
     def check_writable(self) -> None:
-        """Raises: NotPrimary, Refused (both definite: nothing was queued, so nothing can
-        run later on its own)."""
-        core = self.core
-        if core.role != "primary":
-            raise NotPrimary(f"{self.node.name} is not the primary of the current view")
-        if not core.leased(monotonic_ms()):
-            raise Refused(f"{self.node.name} holds no lease from the front end")
-        if not core.enough_in_sync():
-            raise Refused(
-                f"fewer than --min-in-sync {core.timing.min_in_sync} replicas are in sync"
-            )
+        """Raises: NotPrimary, Refused (both definite)."""
+        self.driver.check_writable()
 
     async def _batch_loop(self) -> None:
         try:
             while not self._stopping:
                 await self._wakeup.wait()
                 self._wakeup.clear()
-                while self._queue and await self._run_batch():
-                    await self._batch_done.wait()  # set at once when the batch logged nothing
+                while await self._run_batch():
+                    pass
         except Exception:
             # A bug, with perhaps a batch transaction left open: nothing could be written
             # again. Restart from the disk (the supervisor does it) rather than limp on.
@@ -400,93 +333,46 @@ class ReplicaRuntime(Generic[C, R]):
             os._exit(1)
 
     async def _run_batch(self) -> bool:
-        """Start the next batch if the core allows one; False when it must wait."""
+        """Start the next batch if the driver has one; False when there is none now."""
+        driver = self.driver
         async with self._lock:
-            core = self.core
-            if not core.can_propose(monotonic_ms()):
+            taken = driver.take_batch()
+            if taken is None:
                 return False
-            batch = self._queue[: self.limits.batch_commands_max]
-            del self._queue[: len(batch)]
-            version = (core.epoch, core.next_seq())
-            commands = [command for command, _ in batch]
             try:
-                entry, results = await self.store.write(
-                    partial(begin_batch, machine=self.machine, commands=commands, version=version)
-                )
+                entry, results = await self.store.write(lambda _conn: driver.begin(taken))
             except Exception:
                 log.exception("batch failed")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(Unavailable("the write could not be executed"))
-                self._batch_done.set()
+                driver.fail_batch(taken, Unavailable("the write could not be executed"))
                 return True
-            if entry is None:
-                for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
-                self._batch_done.set()
+            ready = driver.propose(taken, entry, results)
+            if ready is None:
                 return True
-            now_ms = monotonic_ms()
-            if not core.can_propose(now_ms):
-                # The lease ran out while the batch executed (a pause, a stall): it was never
-                # sent, so rolling it back makes its refusal definite.
-                await self.store.write(rollback_batch)
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(Refused("the lease ran out; not executed"))
-                self._batch_done.set()
-                return True
-            self._batch = (batch, results)
-            self._batch_done.clear()
-            self.metrics.batch_commands.observe(len(batch))
-            ready = core.propose(entry, now_ms)
+            assert entry is not None
+            self.metrics.batch_commands.observe(len(taken))
             await self._persist(ready)
-            core.advance(ready)
-        for line in ready.transitions:
-            log.info(line)
-        for send in ready.send:
-            self.spawn(self._send(send), "send")
-        # Our own fsync, on the writer thread while the Appends travel; the batch's COMMIT
-        # is queued behind it there (storage.IntentLog).
-        self.spawn(self._write_intent(entry), "intent")
+            driver.complete(ready)
+            if driver.intent_due(entry):
+                # Our own fsync, on the writer thread while the Appends travel; the batch's
+                # COMMIT queues behind it there (storage.IntentLog).
+                self.spawn(
+                    self._write_intent(
+                        self.store.write(lambda _conn: driver.write_intent(entry)), entry
+                    ),
+                    "intent",
+                )
+        self._after_step()
         return True
 
-    async def _write_intent(self, entry: Entry) -> None:
+    async def _write_intent(self, written: Awaitable[None], entry: Entry) -> None:
         try:
-            intent = partial(write_intent, intent=self.store.intent, entry=entry)
-            await self.store.write(timed(self.metrics.intent_seconds, intent))
+            await written
         except Exception:
             log.warning("the intent of seq %d was not written; its commit syncs", entry.seq)
 
-    def _finish_batch(self, error: BazarError | None) -> None:
-        assert self._batch is not None
-        batch, results = self._batch
-        self._batch = None
-        for (_, future), result in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
-        self._batch_done.set()
-
     def queued(self) -> int:
         """Writes waiting for the next batch."""
-        return len(self._queue)
-
-    def _fail_queue(self, error: BazarError) -> None:
-        queued, self._queue = self._queue, []
-        for _, future in queued:
-            if not future.done():
-                future.set_exception(error)
-
-    # ---------------------------------------------------------------- backup side
-
-    async def on_append(self, message: Append) -> AppendReply:
-        ready = await self.step(partial(self.core.on_append, message))
-        assert ready.reply is not None
-        return ready.reply
+        return len(self.driver.queue)
 
     # ---------------------------------------------------------------- views and reads
 
@@ -506,36 +392,15 @@ class ReplicaRuntime(Generic[C, R]):
         return self.primary_changed.setdefault(tier, asyncio.Event())
 
     def readable(self) -> None:
-        """Raises: Unavailable when this replica may not serve reads (no role in the current
-        view, no lease, or a promotion under way)."""
-        if not self.core.serving(monotonic_ms()):
-            raise Unavailable(f"{self.node.name} is not serving reads")
+        """Raises: Unavailable (`Driver.check_readable`)."""
+        self.driver.check_readable()
 
     def commit_point_for_backups(self) -> CommitPoint:
-        """`GET /internal/commit`: a backup asks whether a write it holds staged committed.
-
-        Raises: Unavailable unless we are the primary of our view, promotion done: while
-        promoting, the staged suffix may have been committed (and acknowledged) by the old
-        primary; before the view makes us primary again after a restart, so may entries that
-        an OS crash took from our tables (`storage.recover_intent` stages them again). Either
-        way our commit point would tell a backup to answer with the value from before them."""
-        if self.core.promoting:
-            raise Unavailable(f"{self.node.name} is promoting its staged entries; retry")
-        if self.core.role != "primary":
-            raise Unavailable(f"{self.node.name} is not the primary of its view; retry")
-        return self.commit_point()
+        """`GET /internal/commit`. Raises: Unavailable."""
+        return self.driver.commit_point_for_backups()
 
     def commit_point(self) -> CommitPoint:
-        """The locally committed position `(epoch of its entry, seq)`, read from the
-        database in one statement: on a primary a reader can only have seen data up to this
-        point (same snapshot rule as every read). Not the current epoch: a view change that
-        keeps the primary must not make an older state look newer than a pending write's
-        cache invalidation."""
-        row = self.store.reader.execute(
-            "SELECT meta.value, log.epoch FROM meta LEFT JOIN log ON log.seq = meta.value"
-            " WHERE meta.key = 'commit_seq'"
-        ).fetchone()
-        return CommitPoint(epoch=int(row[1] or 0), commit_seq=int(row[0]))
+        return self.store.commit_point()
 
     async def committed_overlay(self, table: str, keys: set[int | str] | None) -> list[Entry]:
         """Staged entries that the primary has committed and that touch `keys` of `table`
@@ -543,16 +408,10 @@ class ReplicaRuntime(Generic[C, R]):
 
         Raises: Unavailable when the primary cannot be asked.
         """
-        dirty = self.core.dirty(self.store.tables, table)
-        if not dirty or (keys is not None and not (dirty & keys)):
+        check = self.driver.read_check(table, keys)
+        if check is None:
             return []
-        if self.core.role == "primary":
-            raise Unavailable("the primary is promoting its staged entries; retry")
-        # Taken before the wait: the caller read its rows before it, and the entries may be
-        # applied (and leave `staged`) while we wait for the primary.
-        staged = self.core.committed_overlay(self.core.last_seq)
-        truncations = self.core.truncations
-        view = self.view_of(self.node.tier)
+        view = check.view
         try:
             point = await self.transport.call(
                 "GET",
@@ -562,8 +421,4 @@ class ReplicaRuntime(Generic[C, R]):
             )
         except (TransportError, BazarError) as error:
             raise Unavailable(f"cannot check a pending write with the primary: {error}") from None
-        if self.core.truncations != truncations:
-            # A newer primary replaced staged entries while we waited: the snapshot may hold
-            # one that will never commit. Let the front end ask another replica.
-            raise Unavailable("the log changed during the read; retry")
-        return [entry for entry in staged if entry.seq <= point.commit_seq]
+        return self.driver.read_checked(check, point)

@@ -29,14 +29,18 @@ import asyncio
 import hashlib
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from bazar.wire import Change, Entry, Row, TableDigest, Upsert, Version
+from bazar.replication.driver import Meta
+from bazar.replication.ready import Stage
+from bazar.wire import Change, CommitPoint, Entry, Row, TableDigest, Upsert, Version
 
 T = TypeVar("T")
 C = TypeVar("C", contravariant=True)
@@ -81,17 +85,6 @@ class Machine(Protocol[C, R]):
     ) -> tuple[list[Change], R]: ...
 
 
-class Meta(msgspec.Struct, frozen=True, kw_only=True):
-    """What a replica knows of its own log at start-up."""
-
-    epoch: int
-    commit_seq: int
-    commit_epoch: int
-    last_seq: int
-    last_epoch: int
-    staged: tuple[Entry, ...]
-
-
 def encode_changes(changes: Sequence[Change]) -> bytes:
     return _changes_encoder.encode(changes)
 
@@ -131,18 +124,39 @@ def _open(path: Path, *, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
-class Store:
-    """One replica's database: a writer thread with its connection, and a reader."""
+Timing = Callable[[str, float], None]
+"""Observes how long a writer-thread transaction took: `(kind, seconds)`, kind one of
+`commit`, `stage`, `intent` (the metrics' fsync histogram)."""
 
-    def __init__(self, path: Path, schema_sql: str, tables: Mapping[str, str]) -> None:
+
+def _untimed(kind: str, seconds: float) -> None:
+    del kind, seconds
+
+
+class Store:
+    """One replica's database: a writer thread with its connection, and a reader.
+
+    Implements the driver's `Store` protocol (`replication/driver.py`): its writing methods
+    run on the writer thread only (the runtime submits them there with `write`); its
+    reading methods on any thread, through the read-only connection."""
+
+    def __init__(
+        self,
+        path: Path,
+        schema_sql: str,
+        tables: Mapping[str, str],
+        machine: Machine[Any, Any] | None = None,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.tables = dict(tables)
+        self.machine = machine
+        self.timing: Timing = _untimed
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-{path.parent.name}")
         self._writer = _open(path, readonly=False)
         self._writer.executescript(schema_sql + LOG_SCHEMA)
         self.intent = IntentLog(path.with_name("intent.db"), path.with_name(path.name + "-wal"))
-        recover_intent(self._writer, self.intent)
+        self._recovered = False
         self.reader = _open(path, readonly=True)
 
     def close(self) -> None:
@@ -151,21 +165,90 @@ class Store:
         self.intent.close()
         self.reader.close()
 
-    async def write(self, function: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `function(writer connection)` on the writer thread."""
+    def write(self, function: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Run `function(writer connection)` on the writer thread. Submitted at once (in
+        the order of the calls), so a write never overtakes one submitted before it."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, function, self._writer)
+        return loop.run_in_executor(self._executor, function, self._writer)
 
     def write_blocking(self, function: Callable[[sqlite3.Connection], T]) -> T:
         """For start-up only, before the event loop serves requests."""
         return self._executor.submit(function, self._writer).result()
+
+    # ------------------------------------------------------------ the driver's protocol
+
+    def recover(self) -> None:
+        """At start-up (`storage.recover_intent`), once."""
+        assert not self._recovered
+        self.write_blocking(partial(recover_intent, intent=self.intent))
+        self._recovered = True
+
+    def begin_batch(
+        self, commands: Sequence[Any], version: Version
+    ) -> tuple[Entry | None, list[Any]]:
+        """Writer thread."""
+        assert self.machine is not None, "a store without its machine takes no batch"
+        return begin_batch(self._writer, self.machine, commands, version)
+
+    def commit_batch(self, entry: Entry) -> None:
+        """Writer thread."""
+        started = time.perf_counter()
+        commit_batch(self._writer, self.intent, entry)
+        self.timing("commit", time.perf_counter() - started)
+
+    def rollback_batch(self) -> None:
+        """Writer thread."""
+        rollback_batch(self._writer)
+
+    def write_intent(self, entry: Entry) -> None:
+        """Writer thread."""
+        started = time.perf_counter()
+        self.intent.write(entry)
+        self.timing("intent", time.perf_counter() - started)
+
+    def save_epoch(self, epoch: int) -> None:
+        """Writer thread."""
+        save_epoch(self._writer, epoch, self.intent)
+
+    def stage(self, plan: Stage) -> None:
+        """Writer thread."""
+        started = time.perf_counter()
+        stage_entries(
+            self._writer,
+            self.tables,
+            epoch=plan.epoch,
+            truncate_from=plan.truncate_from,
+            entries=plan.stage,
+            apply=plan.apply,
+            commit_seq=plan.commit_seq,
+        )
+        self.timing("stage", time.perf_counter() - started)
+
+    def prune(self, below_seq: int) -> None:
+        """Writer thread."""
+        prune_log(self._writer, below_seq)
+
+    def install_snapshot(self, data: bytes, epoch: int) -> None:
+        """Writer thread."""
+        install_snapshot(self._writer, data, epoch)
+
+    def commit_point(self) -> CommitPoint:
+        """The locally committed position `(epoch of its entry, seq)`, read from the
+        database in one statement: on a primary a reader can only have seen data up to this
+        point (same snapshot rule as every read). Not the current epoch: a view change that
+        keeps the primary must not make an older state look newer than a pending write's
+        cache invalidation."""
+        row = self.reader.execute(
+            "SELECT meta.value, log.epoch FROM meta LEFT JOIN log ON log.seq = meta.value"
+            " WHERE meta.key = 'commit_seq'"
+        ).fetchone()
+        return CommitPoint(epoch=int(row[1] or 0), commit_seq=int(row[0]))
 
     # ------------------------------------------------------------ reads (any thread)
 
     def load_meta(self) -> Meta:
         conn = self.reader
         values = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        last = conn.execute("SELECT seq, epoch FROM log ORDER BY seq DESC LIMIT 1").fetchone()
         commit_seq = int(values["commit_seq"])
         staged = tuple(self.read_log(commit_seq + 1, None))
         committed = self.read_log(commit_seq, commit_seq) if commit_seq else []
@@ -173,8 +256,6 @@ class Store:
             epoch=int(values["epoch"]),
             commit_seq=commit_seq,
             commit_epoch=committed[0].epoch if committed else 0,
-            last_seq=int(last["seq"]) if last else 0,
-            last_epoch=int(last["epoch"]) if last else 0,
             staged=staged,
         )
 
