@@ -10,6 +10,12 @@
 - `no_intent` (`SimStore(unsafe_no_intent=True)`): the primary commits without an fsync and
   without its intent log. Caught when an OS crash loses an acknowledged commit and the
   primary, given the next epoch, writes another entry at that seq.
+- `reply_before_persist` (`driver.Controls`): the production driver sends, replies and answers
+  its batch before persisting the step. Caught as a primary acting in an epoch its store has
+  not recorded (its Appends leave before the `SaveEpoch`).
+- `read_without_check` (`driver.Controls`): the production driver serves reads without the
+  core's check (role, lease, promotion). Caught as a replica serving a read after a view
+  that left it out was installed.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ CAUGHT_AS = {
     "skip_lease_wait": "lease overlap",
     "half_lease_wait": "lease overlap",
     "no_intent": "but seq",
+    "reply_before_persist": "SaveEpoch before acting",
+    "read_without_check": "serves a read in epoch",
 }
 
 

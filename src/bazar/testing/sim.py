@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from bazar.frontend.views import Leases, initial_view
+from bazar.replication.driver import Controls
 from bazar.replication.ready import FRONTEND
 from bazar.replication.replica import Timing
 from bazar.testing.history import History
@@ -47,7 +48,14 @@ from bazar.testing.sim_replica import TIER, ReplicaNode, SimLimits
 from bazar.testing.sim_store import SimStore, StoreError
 from bazar.wire import Member
 
-CONTROLS = ("promote_catching_up", "skip_lease_wait", "half_lease_wait", "no_intent")
+CONTROLS = (
+    "promote_catching_up",
+    "skip_lease_wait",
+    "half_lease_wait",
+    "no_intent",
+    "reply_before_persist",
+    "read_without_check",
+)
 PROBE_MS = 50
 WARMUP_MS = 300
 
@@ -77,6 +85,7 @@ class SimConfig:
     batch_commands_max: int
     restart_all: bool
     workload: Workload
+    persist_ms_max: int
 
     @property
     def lease_margin_ms(self) -> int:
@@ -106,6 +115,14 @@ class SimConfig:
             tick_ms=self.tick_ms,
             lease_timeout_ms=3 * (self.lease_ms // 10),
             batch_commands_max=self.batch_commands_max,
+            persist_ms_max=self.persist_ms_max,
+        )
+
+    def controls(self) -> Controls:
+        """The driver's deliberate bugs (the others live in the view manager and store)."""
+        return Controls(
+            reply_before_persist=self.control == "reply_before_persist",
+            read_without_check=self.control == "read_without_check",
         )
 
     def summary(self) -> str:
@@ -121,7 +138,7 @@ class SimConfig:
             f"+{self.jitter_ms_max} "
             f"log={self.log_entries_max} catch_up={self.catch_up_entries_max} "
             f"faults_ms={self.faults_ms} every={self.fault_interval_ms} [{kinds or 'none'}] "
-            f"restart_all={self.restart_all}"
+            f"restart_all={self.restart_all} persist<={self.persist_ms_max}ms"
         )
 
 
@@ -173,6 +190,7 @@ def draw_config(seed: int, control: str | None = None) -> SimConfig:
         batch_commands_max=rng.choice((1, 4, 16)),
         restart_all=rng.random() < 0.3,
         workload=workload,
+        persist_ms_max=rng.choice((0, 1, 3, 10)),
     )
 
 
@@ -214,6 +232,7 @@ class World:
         self.history = History(clock=lambda: float(self.loop.now_ms))
         self.initial = dict(config.stocks)
         self.limits = config.limits()
+        self.disk = random.Random(config.seed ^ 0xD15C)  # (a stream of its own)
         self.replicas = {name: self._replica(name) for name in names}
         self.checks.replicas = self.replicas
         members = tuple(Member(name=name, url=f"sim://{name}") for name in names)
@@ -257,6 +276,8 @@ class World:
             store=SimStore(
                 initial=self.initial, unsafe_no_intent=self.config.control == "no_intent"
             ),
+            disk=self.disk,
+            controls=self.config.controls(),
         )
 
     def _client(self, index: int, seed: int) -> Client:
@@ -350,7 +371,8 @@ class World:
             expected = "primary" if name == view.primary else "backup"
             if core is None or node.host.paused or core.epoch != view.epoch:
                 return False
-            if core.role != expected or node.batch or node.store.open:
+            driver = node.live()
+            if core.role != expected or driver.batch or node.busy or node.store.open:
                 return False
             digests.add(repr(node.store.digest()))
         return len(digests) == 1
@@ -365,7 +387,8 @@ class World:
                 f"{name} up={node.host.up} paused={node.host.paused} "
                 f"status={None if core is None else core.status()} inflight={inflight} "
                 f"lease_until={None if core is None else core.lease_until_ms} now={node.now()} "
-                f"peers={None if core is None else core.peers} queue={len(node.queue)} "
+                f"peers={None if core is None else core.peers} "
+                f"queue={None if node.driver is None else len(node.driver.queue)} "
                 f"store=(epoch {store.epoch}, commit {store.commit_seq}, open {store.open})"
             )
         waiting = [client.name for client in self.clients if not client.finished]

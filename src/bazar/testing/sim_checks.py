@@ -127,8 +127,9 @@ class Checks:
     def served(self, node: ReplicaNode) -> None:
         """A read is served only by a member of the installed view, or in that view."""
         view = node.live_core().view
-        installed = self.installed.get(view.tier) if view is not None else None
-        assert view is not None
+        if view is None:
+            return  # (before its first view: what it serves is judged by the history)
+        installed = self.installed.get(view.tier)
         if installed is None or view.epoch >= installed.epoch:
             return
         if node.name != installed.primary and node.name not in installed.backups:
@@ -213,7 +214,7 @@ def resolve(
         return operation
     command = commands[operation.index]
     table = "purchases" if isinstance(command, Buy) else "restocks"
-    row = final.tables[table].get(command.key)
+    row = final.rows[table].get(command.key)
     if row is None:
         return dataclasses.replace(operation, outcome="fail", result="never_applied")
     if row["status"] != "ok":
@@ -232,7 +233,7 @@ def _check_store(checks: Checks, name: str, store: SimStore) -> None:
         store.check_book(book_id)
     for key, (command, outcome) in sorted(checks.acked.items()):
         table = "purchases" if isinstance(command, Buy) else "restocks"
-        row = store.tables[table].get(key)
+        row = store.rows[table].get(key)
         if row is None:
             raise Violation(f"acknowledged {command} ({outcome.status}) is missing on {name}")
         if row["status"] != outcome.status or (

@@ -49,7 +49,7 @@ class WriteOp:
     wake: int = 0  # bumped to cancel a pending wake-up
 
 
-REFUSALS = ("not_primary", "no_lease", "min_in_sync")  # NotPrimary, Refused: definite
+REFUSALS = ("not_primary", "refused")  # NotPrimary, Refused: definite
 
 
 @dataclass(slots=True)

@@ -1,47 +1,46 @@
-"""One simulated replica process: `replication.replica.Replica` driven exactly as `runtime.py`
-drives it, over a `SimStore` and the simulated network.
+"""One simulated replica process: the production driver (`replication/driver.py`) over a
+`SimStore`, on the simulated network and clock.
 
-Why a copy of the runtime's order rather than a cleaner loop: the simulator tests the cores
-under the rules the real process applies them with, so each step is `event(now)`, then
-`persist` in order, then `core.advance`, then the sends; after every step a queued write
-fails when the process is not the primary, and the batch loop starts the next batch when
-`can_propose` allows (`_after_step`, `_run_batch`). Reads follow `catalog/service.py`: only
-while `serving`, and on a backup a row that a staged entry writes is checked with the
-primary's commit point (CRAQ), failing the read when the primary cannot be asked.
+Why this module is small: it is the simulator's counterpart of `runtime.py`, a `Host` of
+the driver, and must decide nothing, so that what the simulator proves is the code that
+ships. It keeps what differs from the real process: the step lock is a flag and a queue
+(as `asyncio.Lock` holds later steps), the writer thread is a delay between a step's
+`persist` and its `complete` (so other steps wait, reads go on, and a crash can land
+between them), HTTP calls are simulated calls.
 
-A crash drops the core, the queue, the open batch and every timer; the store survives. A
-restart rebuilds the core from the store as `ReplicaRuntime.__init__` does (boot epoch =
-epoch on disk, staged = the log above commit_seq).
+A crash drops the driver (the core, the queue, the open batch) and every timer; the store
+survives. A restart boots a new core from the store through `driver.boot`, as the process
+does.
 """
 
 from __future__ import annotations
 
+import random
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal, Protocol
 
+from bazar.errors import BazarError
+from bazar.replication.driver import SAFE, Controls, Driver, boot
 from bazar.replication.ready import (
     FRONTEND,
-    AbortBatch,
     CommitBatch,
     InstallSnapshot,
-    PruneLog,
     Ready,
-    SaveEpoch,
     Send,
     SnapshotWanted,
     Stage,
 )
-from bazar.replication.replica import Replica, Timing
+from bazar.replication.replica import ReadCheck, Replica, Timing
 from bazar.testing.sim_network import Call, Failure, Host, Loop, Network
-from bazar.testing.sim_store import KEYS, Command, Outcome, SimStore, SnapshotData, as_int
+from bazar.testing.sim_store import Command, Outcome, SimStore, as_int
 from bazar.wire import (
     Append,
     AppendReply,
     CommitPoint,
     Entry,
-    LeaseReply,
     LeaseRequest,
     Row,
     Snapshot,
@@ -70,6 +69,9 @@ class SimLimits:
     client_timeout_ms: int = 10_000
     write_retry_deadline_ms: int = 3000
     snapshot_timeout_ms: int = 10_000
+    persist_ms_max: int = 0
+    """A step's persist takes from 0 to this long (the writer thread's fsync); the step's
+    sends and replies wait for it, other steps queue behind it, and a crash may land in it."""
 
     def __post_init__(self) -> None:
         assert self.commit_check_timeout_ms < self.read_timeout_ms
@@ -102,7 +104,7 @@ class SnapshotRequest:
     """POST /internal/snapshot: the header and the database bytes."""
 
     header: Snapshot
-    data: SnapshotData
+    data: bytes
 
 
 class Observer(Protocol):
@@ -119,8 +121,11 @@ class Observer(Protocol):
     def sending(self, node: ReplicaNode, epoch: int) -> None: ...
 
 
+Step = Callable[[int], Ready]
+
+
 class ReplicaNode:
-    """A replica process and its durable store."""
+    """A replica process and its durable store; the driver's `Host`."""
 
     def __init__(
         self,
@@ -133,6 +138,8 @@ class ReplicaNode:
         timing: Timing,
         limits: SimLimits,
         store: SimStore,
+        disk: random.Random,
+        controls: Controls = SAFE,
     ) -> None:
         self.name = name
         self.loop = loop
@@ -143,41 +150,47 @@ class ReplicaNode:
         self.timing = timing
         self.limits = limits
         self.store = store
-        self.core: Replica | None = None
-        self.queue: list[tuple[Command, Call]] = []
-        self.batch: tuple[list[Call], list[Outcome]] | None = None
+        self.disk = disk
+        self.controls = controls
+        self.driver: Driver[Command, Outcome, Call] | None = None
+        self.busy = False  # a step runs (the runtime's lock)
+        self.waiting: deque[Callable[[], None]] = deque()
         self.serving_calls: dict[int, Call] = {}
-        self.snapshot: SnapshotData | None = None  # the bytes of the snapshot being installed
         self.starts = 0
         network.handlers[name] = self.handle
 
-    def now(self) -> int:
-        return self.host.clock(self.loop.now_ms)
+    @property
+    def core(self) -> Replica | None:
+        return None if self.driver is None else self.driver.core
+
+    def live(self) -> Driver[Command, Outcome, Call]:
+        assert self.driver is not None, f"{self.name} is not running"
+        return self.driver
 
     def live_core(self) -> Replica:
-        assert self.core is not None, f"{self.name} has no core"
-        return self.core
+        return self.live().core
 
     # ---------------------------------------------------------------- lifecycle
 
     def boot(self) -> None:
         """Start the process from its store (`ReplicaRuntime.__init__`)."""
-        store = self.store
-        assert store.open is None
-        store.recover_intent()
+        assert self.store.open is None
         self.starts += 1
-        self.core = Replica(
+        core = boot(
+            self.store,
             name=self.name,
             tier=TIER,
             pid=self.starts,
             incarnation=f"{self.name}.{self.host.incarnation}",
-            boot_epoch=store.epoch,
-            epoch=store.epoch,
-            commit_seq=store.commit_seq,
-            commit_epoch=store.commit_epoch,
-            log=store,
             timing=self.timing,
-            staged={entry.seq: entry for entry in store.staged},
+        )
+        self.driver = Driver(
+            core,
+            self.store,
+            self,
+            batch_commands_max=self.limits.batch_commands_max,
+            queued_max=self.limits.inflight_commands_max,
+            controls=self.controls,
         )
         self._arm_tick()
 
@@ -188,14 +201,14 @@ class ReplicaNode:
         host.up = False
         host.paused = False
         host.incarnation += 1
-        self.core = None
+        self.driver = None
+        self.busy = False
+        self.waiting.clear()
         self.store.open = None
         if power_loss:
             self.store.lose_unsynced()
         calls = list(self.serving_calls.values())
         self.serving_calls.clear()
-        self.queue.clear()
-        self.batch = None
         for call in calls:
             self.network.reply(call, Failure("reset"))
         self.loop.release(host)
@@ -212,155 +225,122 @@ class ReplicaNode:
         self.step(self.live_core().tick)
         self._arm_tick()
 
-    # ---------------------------------------------------------------- steps
+    # ---------------------------------------------------------------- the driver's host
 
-    def step(self, event: Callable[[int], Ready]) -> Ready:
-        """One core step and its Ready (`ReplicaRuntime.step`)."""
-        ready = event(self.now())
-        self._apply(ready)
-        self._after_step()
-        return ready
+    def now_ms(self) -> int:
+        return self.host.clock(self.loop.now_ms)
 
-    def _apply(self, ready: Ready) -> None:
-        core = self.live_core()
-        self._persist(ready)
-        core.advance(ready)
-        self.observer.persisted(self)
-        for line in ready.transitions:
-            self.trace(line)
-        for send in ready.send:
-            self._send(send)
+    now = now_ms
 
-    def _persist(self, ready: Ready) -> None:
-        core = self.live_core()
-        store = self.store
-        for effect in ready.persist:
-            if isinstance(effect, SaveEpoch):
-                store.save_epoch(effect.epoch)
-            elif isinstance(effect, Stage):
-                promotion = core.role == "primary" and effect.epoch == core.epoch
-                store.stage(effect)
-                self.observer.committed(self.name, effect.apply)
-                if promotion and effect.apply:
-                    self.observer.primary_committed(self, effect.apply[-1])
-            elif isinstance(effect, PruneLog):
-                store.prune(effect.below_seq)
-            elif isinstance(effect, InstallSnapshot):
-                data, self.snapshot = self.snapshot, None
-                assert data is not None, "a snapshot is installed only in its own step"
-                store.install(data, effect.epoch)
-                committed = [e for seq, e in sorted(store.log.items()) if seq <= store.commit_seq]
-                self.observer.committed(self.name, committed)
-            elif isinstance(effect, CommitBatch):
-                store.commit_batch(effect.entry)
-                self.observer.committed(self.name, (effect.entry,))
-                self.observer.primary_committed(self, effect.entry)
-                self._finish_batch(None)
-            else:
-                assert isinstance(effect, AbortBatch)
-                store.abort_batch()
-                self._finish_batch(Failure("abandoned"))
-
-    def _after_step(self) -> None:
-        core = self.live_core()
-        if self.queue and (core.view is None or core.role != "primary"):
-            queued, self.queue = self.queue, []
-            for _, call in queued:
-                self._answer(call, Failure("not_primary", definite=True))
-        self._try_batch()
-
-    def _send(self, send: Send) -> None:
+    def transmit(self, send: Send) -> None:
         message = send.message
         if isinstance(message, LeaseRequest):
-            seq = message.seq
-            timeout_ms = self.limits.lease_timeout_ms
-            self.network.call(
-                self.name, FRONTEND, message, timeout_ms, lambda answer: self._leased(seq, answer)
-            )
+            self._call(FRONTEND, message, self.limits.lease_timeout_ms, send)
+        elif isinstance(message, Append):
+            self.observer.sending(self, message.epoch)
+            self._call(send.to, message, self.limits.replicate_timeout_ms, send)
         elif isinstance(message, SnapshotWanted):
             self.observer.sending(self, message.epoch)
             self._send_snapshot(send.to, message)
-        elif isinstance(message, Append):
-            self.observer.sending(self, message.epoch)
-            peer = send.to
-            self.network.call(
-                self.name,
-                peer,
-                message,
-                self.limits.replicate_timeout_ms,
-                lambda answer: self._appended(peer, message, answer),
-            )
         else:
             raise AssertionError(f"the simulator runs without notify: {message!r}")
 
-    def _leased(self, seq: int, answer: object) -> None:
-        core = self.live_core()
-        if isinstance(answer, LeaseReply):
-            self.step(partial(core.on_lease_reply, seq, answer.views, answer.granted))
-        else:
-            self.step(partial(core.on_lease_failed, seq))
+    def settle(self, handle: Call, result: Outcome | None, error: BazarError | None) -> None:
+        self._answer(handle, result if error is None else failure_of(error))
+
+    def reply(self, handle: Call, reply: AppendReply) -> None:
+        self.network.reply(handle, reply)
+
+    def log(self, line: str) -> None:
+        self.trace(line)
+
+    # ---------------------------------------------------------------- steps
+
+    def step(self, event: Step, reply_to: Call | None = None) -> None:
+        """One driver step (`ReplicaRuntime.step`): queued while another runs."""
+        if self.busy:
+            self.waiting.append(partial(self.step, event, reply_to))
+            return
+        self.busy = True
+        driver = self.live()
+        ready = driver.decide(event, reply_to)
+        self._persisted(ready, partial(driver.complete, ready, reply_to))
+
+    def _persisted(self, ready: Ready, complete: Callable[[], None]) -> None:
+        """Persist now; complete after the disk's delay (at once when nothing persists)."""
+        if not ready.persist:
+            self._complete(complete)
+            return
+        self._persist(ready)
+        delay_ms = self.disk.randint(0, self.limits.persist_ms_max)
+        self.loop.after(
+            delay_ms, self.name, self.host.incarnation, partial(self._complete, complete)
+        )
+
+    def _complete(self, complete: Callable[[], None]) -> None:
+        complete()
+        self.busy = False
+        self._next()
+
+    def _next(self) -> None:
+        """The runtime's lock, released: the next waiting step, else the batch loop."""
+        while not self.busy and self.waiting:
+            self.waiting.popleft()()
+        if not self.busy:
+            self._try_batch()
+
+    def _persist(self, ready: Ready) -> None:
+        """`driver.persist`, then what the checks observe of it."""
+        driver, store = self.live(), self.store
+        core = driver.core
+        promoting = core.role == "primary"
+        driver.persist(ready)
+        for effect in ready.persist:
+            if isinstance(effect, Stage):
+                self.observer.committed(self.name, effect.apply)
+                if promoting and effect.epoch == core.epoch and effect.apply:
+                    self.observer.primary_committed(self, effect.apply[-1])
+            elif isinstance(effect, InstallSnapshot):
+                committed = [e for seq, e in sorted(store.log.items()) if seq <= store.commit_seq]
+                self.observer.committed(self.name, committed)
+            elif isinstance(effect, CommitBatch):
+                self.observer.committed(self.name, (effect.entry,))
+                self.observer.primary_committed(self, effect.entry)
+        self.observer.persisted(self)
+
+    # ---------------------------------------------------------------- sends
+
+    def _call(self, to: str, message: object, timeout_ms: int, send: Send) -> None:
+        def done(answer: object) -> None:
+            self.step(self.live().answered(send, answer))
+
+        self.network.call(self.name, to, message, timeout_ms, done)
 
     def _send_snapshot(self, peer: str, wanted: SnapshotWanted) -> None:
         """`ReplicaRuntime._send_snapshot`: our committed database, as it is now."""
-        data = self.store.snapshot()
-        header = Snapshot(
-            epoch=wanted.epoch,
-            primary=wanted.primary,
-            commit_seq=data.commit_seq,
-            commit_epoch=data.log[data.commit_seq].epoch if data.commit_seq else 0,
-        )
-        self.trace(f"transition=snapshot_sent node={peer} commit_seq={data.commit_seq}")
-        self.network.call(
-            self.name,
-            peer,
-            SnapshotRequest(header, data),
-            self.limits.snapshot_timeout_ms,
-            lambda answer: self._snapshot_answered(peer, header, answer),
-        )
+        header, data = self.live().snapshot_for(wanted)
+        self.trace(f"transition=snapshot_sent node={peer} commit_seq={header.commit_seq}")
 
-    def _snapshot_answered(self, peer: str, header: Snapshot, answer: object) -> None:
-        core = self.live_core()
-        if isinstance(answer, AppendReply):
-            self.step(partial(core.on_snapshot_reply, peer, header, answer))
-        else:
-            self.step(partial(core.on_append_failed, peer))
+        def done(answer: object) -> None:
+            self.step(self.live().snapshot_answered(peer, header, answer))
 
-    def _appended(self, peer: str, sent: Append, answer: object) -> None:
-        core = self.live_core()
-        if isinstance(answer, AppendReply):
-            self.step(partial(core.on_append_reply, peer, sent, answer))
-        else:
-            self.step(partial(core.on_append_failed, peer))
+        timeout_ms = self.limits.snapshot_timeout_ms
+        self.network.call(self.name, peer, SnapshotRequest(header, data), timeout_ms, done)
 
     # ---------------------------------------------------------------- requests
 
     def handle(self, call: Call) -> None:
         request = call.request
-        core = self.live_core()
+        driver = self.live()
         if isinstance(request, Append):
-            ready = self.step(partial(core.on_append, request))
-            assert ready.reply is not None
-            self.network.reply(call, ready.reply)
+            self.step(partial(driver.core.on_append, request), call)
         elif isinstance(request, SnapshotRequest):
-            self.snapshot = request.data
-            try:
-                ready = self.step(partial(core.on_snapshot, request.header))
-            finally:
-                self.snapshot = None
-            assert ready.reply is not None
-            self.network.reply(call, ready.reply)
+            self.step(driver.on_snapshot(request.header, request.data), call)
         elif isinstance(request, CommitPointRequest):
-            # `ReplicaRuntime.commit_point_for_backups`: (epoch of the entry at commit_seq,
-            # commit_seq), only from the primary of its view with its promotion done (else a
-            # staged suffix, or entries an OS crash took, may be committed already).
-            if core.promoting:
-                self._answer(call, Failure("promoting"))
-            elif core.role != "primary":
-                self._answer(call, Failure("not_primary"))
-            else:
-                store = self.store
-                point = CommitPoint(epoch=store.commit_epoch, commit_seq=store.commit_seq)
-                self.network.reply(call, point)
+            try:
+                self.network.reply(call, driver.commit_point_for_backups())
+            except BazarError as error:
+                self.network.reply(call, failure_of(error))
         elif isinstance(request, ReadRequest):
             self.serving_calls[call.ident] = call
             self._read(call, request.book_id)
@@ -376,93 +356,81 @@ class ReplicaNode:
     # ---------------------------------------------------------------- writes (primary)
 
     def _submit(self, call: Call, command: Command) -> None:
-        """`ReplicaRuntime.submit`: refuse definitely, or queue for the batch loop."""
-        core = self.live_core()
-        if core.role != "primary":
-            self._answer(call, Failure("not_primary", definite=True))
-        elif not core.leased(self.now()):
-            self._answer(call, Failure("no_lease", definite=True))
-        elif not core.enough_in_sync():
-            self._answer(call, Failure("min_in_sync", definite=True))
-        elif len(self.queue) >= self.limits.inflight_commands_max:
-            self._answer(call, Failure("busy"))
-        else:
-            self.queue.append((command, call))
+        """`ReplicaRuntime.submit`."""
+        try:
+            self.live().submit(command, call)
+        except BazarError as error:
+            self._answer(call, failure_of(error))
+            return
+        if not self.busy:
             self._try_batch()
 
     def _try_batch(self) -> None:
-        """`_batch_loop` + `_run_batch`: one batch in flight, while the core allows."""
-        while self.queue and self.batch is None:
-            core = self.live_core()
-            now = self.now()
-            if not core.can_propose(now):
-                return
-            taken = self.queue[: self.limits.batch_commands_max]
-            del self.queue[: len(taken)]
-            version = (core.epoch, core.next_seq())
-            entry, results = self.store.begin_batch([command for command, _ in taken], version)
-            calls = [call for _, call in taken]
-            if entry is None:
-                for call, result in zip(calls, results, strict=True):
-                    self._answer(call, result)
-                continue
-            self.batch = (calls, results)
-            self._apply(core.propose(entry, now))
-            self.store.write_intent(entry)  # (overlapping the Appends, as `_write_intent`)
+        """`ReplicaRuntime._run_batch`: the batch is one step of the driver."""
+        driver = self.live()
+        assert not self.busy
+        taken = driver.take_batch()
+        if taken is None:
+            return
+        self.busy = True
+        entry, results = driver.begin(taken)
+        ready = driver.propose(taken, entry, results)
+        if ready is None:
+            self.busy = False
+            self._next()
+            return
+        assert entry is not None
 
-    def _finish_batch(self, error: Failure | None) -> None:
-        assert self.batch is not None
-        calls, results = self.batch
-        self.batch = None
-        for call, result in zip(calls, results, strict=True):
-            self._answer(call, result if error is None else error)
+        def complete() -> None:
+            driver.complete(ready)
+            if driver.intent_due(entry):
+                driver.write_intent(entry)  # (overlapping the Appends, as the runtime does)
+
+        self._persisted(ready, complete)
 
     # ---------------------------------------------------------------- reads
 
     def _read(self, call: Call, book_id: int) -> None:
         """`CatalogService._book` + `ReplicaRuntime.committed_overlay`."""
-        core = self.live_core()
-        if not core.serving(self.now()):
-            self._answer(call, Failure("not_serving"))
+        driver = self.live()
+        try:
+            driver.check_readable()
+            self.observer.served(self)
+            row = self.store.rows["books"][book_id]
+            check = driver.read_check("books", {book_id})
+        except BazarError as error:
+            self._answer(call, failure_of(error))
             return
-        self.observer.served(self)
-        row = self.store.tables["books"][book_id]
-        if book_id not in core.dirty(KEYS, "books"):
+        if check is None:
             self._answer(call, reply_of(row))
-            return
-        if core.role == "primary":
-            self._answer(call, Failure("promoting"))
-            return
-        staged = core.committed_overlay(core.last_seq)
-        truncations = core.truncations
-        view = core.views.get(TIER)
-        if view is None:
-            self._answer(call, Failure("no_view"))
             return
         self.network.call(
             self.name,
-            view.primary,
+            check.view.primary,
             CommitPointRequest(),
             self.limits.commit_check_timeout_ms,
-            lambda answer: self._read_checked(call, row, staged, truncations, answer),
+            lambda answer: self._read_checked(call, row, check, answer),
         )
 
-    def _read_checked(
-        self, call: Call, row: Row, staged: list[Entry], truncations: int, answer: object
-    ) -> None:
+    def _read_checked(self, call: Call, row: Row, check: ReadCheck, answer: object) -> None:
         if not isinstance(answer, CommitPoint):
             self._answer(call, Failure("commit_check_failed"))
             return
-        if self.live_core().truncations != truncations:
-            self._answer(call, Failure("log_changed"))
+        try:
+            entries = self.live().read_checked(check, answer)
+        except BazarError as error:
+            self._answer(call, failure_of(error))
             return
-        for entry in staged:
-            if entry.seq > answer.commit_seq:
-                continue
+        for entry in entries:
             for change in entry.changes:
                 if isinstance(change, Upsert) and change.table == "books":
                     row = change.row if change.row["id"] == row["id"] else row
         self._answer(call, reply_of(row))
+
+
+def failure_of(error: BazarError) -> Failure:
+    """A replica's error as the simulated front end hears it (its code and definiteness)."""
+    return Failure(error.code, definite=error.definite)
 
 
 def reply_of(row: Row) -> ReadReply:

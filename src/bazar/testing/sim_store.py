@@ -25,14 +25,16 @@ stock stays >= 0, and per book `stock == initial - sold + restocked`.
 
 from __future__ import annotations
 
+import pickle
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bazar.replication.driver import Meta
 from bazar.replication.ready import Stage
 from bazar.replication.storage import INTENT_SYNC_EVERY
-from bazar.wire import Change, Entry, Row, Scalar, Upsert, Version
+from bazar.wire import Change, CommitPoint, Entry, Row, Scalar, Upsert, Version
 
 KEYS: dict[str, str] = {"books": "id", "purchases": "key", "restocks": "key"}
 READ_LOG_LIMIT = 10_000
@@ -76,7 +78,7 @@ class SnapshotData:
     epoch: int
     commit_seq: int
     log: dict[int, Entry]
-    tables: Tables
+    rows: Tables
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,7 @@ class SimStore:
     epoch: int = 0
     commit_seq: int = 0
     log: dict[int, Entry] = field(default_factory=dict)
-    tables: Tables = field(default_factory=dict)
+    rows: Tables = field(default_factory=dict)
     sold: Counter[int] = field(default_factory=Counter)
     restocked: Counter[int] = field(default_factory=Counter)
     open: OpenBatch | None = None
@@ -128,12 +130,53 @@ class SimStore:
     without the intent that makes that safe."""
 
     def __post_init__(self) -> None:
-        if not self.tables:
+        if not self.rows:
             books: dict[int | str, Row] = {
                 book_id: book_row(book_id, stock, (0, 0))
                 for book_id, stock in sorted(self.initial.items())
             }
-            self.tables = {"books": books, "purchases": {}, "restocks": {}}
+            self.rows = {"books": books, "purchases": {}, "restocks": {}}
+
+    # ---------------------------------------------------------------- the driver's protocol
+
+    @property
+    def tables(self) -> Mapping[str, str]:
+        """Replicated table name -> its key column."""
+        return KEYS
+
+    def recover(self) -> None:
+        self.recover_intent()
+
+    def load_meta(self) -> Meta:
+        return Meta(
+            epoch=self.epoch,
+            commit_seq=self.commit_seq,
+            commit_epoch=self.commit_epoch,
+            staged=tuple(self.staged),
+        )
+
+    def commit_point(self) -> CommitPoint:
+        """`Store.commit_point`: what a reader sees (the open batch is invisible)."""
+        return CommitPoint(epoch=self.commit_epoch, commit_seq=self.commit_seq)
+
+    def rollback_batch(self) -> None:
+        self.abort_batch()
+
+    def install_snapshot(self, data: bytes, epoch: int) -> None:
+        snapshot = pickle.loads(data)
+        assert isinstance(snapshot, SnapshotData)
+        self.install(snapshot, epoch)
+
+    def snapshot(self) -> tuple[bytes, int, int]:
+        """`Store.snapshot`: a copy of what a reader sees (the open batch is invisible), as
+        bytes, as the SQLite backup API gives them."""
+        data = SnapshotData(
+            epoch=self.epoch,
+            commit_seq=self.commit_seq,
+            log=dict(self.log),
+            rows={name: dict(rows) for name, rows in self.rows.items()},
+        )
+        return pickle.dumps(data), self.commit_seq, self.commit_epoch
 
     # ---------------------------------------------------------------- reads (committed)
 
@@ -159,13 +202,13 @@ class SimStore:
         return entry.epoch if entry is not None else 0
 
     def stock(self, book_id: int) -> int:
-        return as_int(self.tables["books"][book_id]["stock"])
+        return as_int(self.rows["books"][book_id]["stock"])
 
     def digest(self) -> tuple[int, tuple[tuple[str, tuple[tuple[int | str, Row], ...]], ...]]:
         """Everything replicated, comparable between replicas."""
         tables = tuple(
             (name, tuple(sorted(rows.items(), key=lambda item: str(item[0]))))
-            for name, rows in sorted(self.tables.items())
+            for name, rows in sorted(self.rows.items())
         )
         return self.commit_seq, tables
 
@@ -195,7 +238,7 @@ class SimStore:
         changes: list[Change],
     ) -> Outcome:
         table = "purchases" if isinstance(command, Buy) else "restocks"
-        earlier = overlay.get((table, command.key), self.tables[table].get(command.key))
+        earlier = overlay.get((table, command.key), self.rows[table].get(command.key))
         if earlier is not None:
             stock = earlier["stock"]
             assert earlier["status"] in ("ok", "out_of_stock")
@@ -203,7 +246,7 @@ class SimStore:
                 "ok" if earlier["status"] == "ok" else ("out_of_stock")
             )
             return Outcome(status=status, stock=stock if isinstance(stock, int) else None)
-        book = overlay.get(("books", command.book_id), self.tables["books"][command.book_id])
+        book = overlay.get(("books", command.book_id), self.rows["books"][command.book_id])
         stock = as_int(book["stock"])
         delta = -command.quantity if isinstance(command, Buy) else command.delta
         outcome = Outcome(status="ok" if stock + delta >= 0 else "out_of_stock")
@@ -245,7 +288,7 @@ class SimStore:
             seq=entry.seq,
             commit_seq=self.commit_seq,
             rows=tuple(
-                (change.table, key, self.tables[change.table].get(key))
+                (change.table, key, self.rows[change.table].get(key))
                 for change in entry.changes
                 if isinstance(change, Upsert)
                 for key in (change.row[KEYS[change.table]],)
@@ -288,9 +331,9 @@ class SimStore:
             del self.log[undo.seq]
             for table, key, row in reversed(undo.rows):
                 if row is None:
-                    self._uncount(table, self.tables[table].pop(key))
+                    self._uncount(table, self.rows[table].pop(key))
                 else:
-                    self.tables[table][key] = row
+                    self.rows[table][key] = row
             self.commit_seq = undo.commit_seq
         self.unsynced.clear()
         for book_id in sorted(self.initial):
@@ -348,15 +391,6 @@ class SimStore:
             del self.log[seq]
         self.sync()
 
-    def snapshot(self) -> SnapshotData:
-        """`Store.snapshot`: a copy of what a reader sees (the open batch is invisible)."""
-        return SnapshotData(
-            epoch=self.epoch,
-            commit_seq=self.commit_seq,
-            log=dict(self.log),
-            tables={name: dict(rows) for name, rows in self.tables.items()},
-        )
-
     def install(self, data: SnapshotData, epoch: int) -> None:
         """`storage.install_snapshot`: the whole database replaced, the highest epoch kept."""
         if self.open is not None:
@@ -364,11 +398,11 @@ class SimStore:
         self.epoch = max(data.epoch, epoch)
         self.commit_seq = data.commit_seq
         self.log = dict(data.log)
-        self.tables = {name: dict(rows) for name, rows in data.tables.items()}
+        self.rows = {name: dict(rows) for name, rows in data.rows.items()}
         self.sold.clear()
         self.restocked.clear()
         for table in ("purchases", "restocks"):
-            for row in self.tables[table].values():
+            for row in self.rows[table].values():
                 self._count(table, row)
         for book_id in sorted(self.initial):
             self.check_book(book_id)
@@ -383,7 +417,7 @@ class SimStore:
                 raise StoreError(f"unexpected change {change!r}")
             key = change.row[KEYS[change.table]]
             assert key is not None
-            rows = self.tables[change.table]
+            rows = self.rows[change.table]
             if change.table != "books":
                 if key in rows:
                     raise StoreError(f"idempotency key {key} applied twice (seq {entry.seq})")
