@@ -370,6 +370,7 @@ class Driver(Generic[C, R, H]):
         if len(self.queue) >= self.queued_max:
             raise Unavailable("too many writes in flight")
         self.queue.append((command, handle))
+        assert len(self.queue) <= self.queued_max
 
     def check_writable(self) -> None:
         """Raises: NotPrimary, Refused."""
@@ -386,10 +387,11 @@ class Driver(Generic[C, R, H]):
             return None
         if not self.core.can_propose(self.host.now_ms()):
             return None
+        assert self.core.role == "primary"
         taken = self.queue[: self.batch_commands_max]
         del self.queue[: len(taken)]
         self.stepping = True
-        assert taken
+        assert 1 <= len(taken) <= self.batch_commands_max
         return taken
 
     def begin(self, taken: Batch[C, H]) -> tuple[Entry | None, Sequence[R]]:
@@ -414,8 +416,12 @@ class Driver(Generic[C, R, H]):
             for (_, handle), result in zip(taken, results, strict=True):
                 self.host.settle(handle, result, None)
             return None
+        assert self.batch is None, "one batch in flight"
         self.batch = (taken, results, entry)
-        return self.core.propose(entry, self.host.now_ms())
+        ready = self.core.propose(entry, self.host.now_ms())
+        aborted = any(isinstance(effect, AbortBatch) for effect in ready.persist)
+        assert aborted or self.core.inflight is not None or self.core.commit_seq == entry.seq
+        return ready
 
     def fail_batch(self, taken: Batch[C, H], error: BazarError) -> None:
         """`begin` failed (the world's error: the disk); nothing is open."""
@@ -443,15 +449,17 @@ class Driver(Generic[C, R, H]):
                 self.host.settle(handle, None, error)
 
     def fail_queue(self, error: BazarError) -> None:
+        assert error.definite, "a queued write never ran"
         queued, self.queue = self.queue, []
         for _, handle in queued:
             self.host.settle(handle, None, error)
 
-    def stop(self, error: BazarError) -> None:
-        """The process stops: every write waiting here hears `error`."""
-        self.fail_queue(error)
+    def stop(self) -> None:
+        """The process stops: the queued writes never ran (a definite refusal); the batch in
+        flight may yet commit on a backup that a new primary promotes (indefinite)."""
+        self.fail_queue(Refused("the replica is stopping; not executed"))
         if self.batch is not None:
-            self._finish_batch(error)
+            self._finish_batch(Unavailable("the replica is stopping"))
 
     # ---------------------------------------------------------------- reads
 

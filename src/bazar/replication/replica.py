@@ -86,6 +86,14 @@ class ReadCheck:
     truncations: int
 
 
+def contiguous(entries: Sequence[Entry], first_seq: int) -> bool:
+    """The entries are seqs `first_seq`, `first_seq + 1`, ... with epochs that never
+    decrease along the log (a later primary has a higher epoch)."""
+    seqs = [entry.seq for entry in entries]
+    epochs = [entry.epoch for entry in entries]
+    return seqs == list(range(first_seq, first_seq + len(seqs))) and epochs == sorted(epochs)
+
+
 def change_key(change: Change, keys: Mapping[str, str]) -> RowKey:
     """The (table, key) a row image writes."""
     if isinstance(change, Upsert):
@@ -189,7 +197,12 @@ class Replica:
 
     def __post_init__(self) -> None:
         assert self.epoch >= self.boot_epoch
+        assert self.commit_seq >= 0
+        assert self.commit_epoch <= self.epoch
         assert all(seq > self.commit_seq for seq in self.staged)
+        staged = [self.staged[seq] for seq in sorted(self.staged)]
+        assert contiguous(staged, self.commit_seq + 1)
+        assert all(entry.epoch >= self.commit_epoch for entry in staged)
 
     # ---------------------------------------------------------------- log position
 
@@ -345,11 +358,14 @@ class Replica:
         self.prune_at_seq = self.commit_seq + max(1, entries_max // 4)
         below_seq = self.commit_seq - entries_max + 1
         if below_seq > self.log.first_log_seq():
+            assert below_seq <= self.commit_seq, "the last committed entry is always kept"
+            assert all(seq >= below_seq for seq in self.staged), "never a staged entry"
             ready.persist.append(PruneLog(below_seq))
 
     def on_lease_reply(self, seq: int, views: dict[str, View], granted: bool, now_ms: int) -> Ready:
         """The front end answered lease request `seq`: extend the lease from when we sent
         it, and adopt the views (persisting a newer epoch first)."""
+        assert 1 <= seq <= self.lease_seq
         ready = Ready()
         sent = self.lease_sent
         if sent is None or sent[0] != seq:
@@ -358,6 +374,7 @@ class Replica:
         self.lease_next_ms = sent[1] + self.timing.lease_renew_ms
         if not granted:
             return ready
+        assert sent[1] <= now_ms, "a lease is measured from when its request was sent"
         self.lease_until_ms = max(self.lease_until_ms, sent[1] + self.timing.lease_ms)
         if self.joining_seq is not None and seq >= self.joining_seq:
             self.joining_seq = None  # the views below say whether they joined
@@ -369,6 +386,7 @@ class Replica:
         return ready
 
     def on_lease_failed(self, seq: int, now_ms: int) -> Ready:
+        assert 1 <= seq <= self.lease_seq
         ready = Ready()
         if self.lease_sent is not None and self.lease_sent[0] == seq:
             self.lease_sent = None
@@ -378,10 +396,14 @@ class Replica:
 
     def _adopt(self, view: View, ready: Ready) -> None:
         assert view.tier == self.tier
+        assert view.epoch >= 1
+        assert view.primary not in view.backups
         if view.epoch < self.epoch:
             return  # we have seen a newer epoch (from a primary's Append)
         before = self.role
         newer = view.epoch > self.epoch
+        if not newer and self.view is not None and self.view.epoch == view.epoch:
+            assert self.view.primary == view.primary, "one primary per epoch"
         self.epoch = view.epoch
         self.view = view
         if newer and self.inflight is not None and self.inflight.kind == "batch":
@@ -395,6 +417,8 @@ class Replica:
         if after != "primary":
             # First: a rollback of the open batch must not undo the new epoch's record.
             self._abandon("not the primary of the current view", ready)
+        assert self.epoch == view.epoch
+        assert after != "primary" or self.epoch > self.boot_epoch  # core rule 4
         if newer and SaveEpoch(view.epoch) not in ready.persist:
             ready.persist.append(SaveEpoch(view.epoch))
         if before != after or newer:
@@ -419,10 +443,15 @@ class Replica:
             self.peers[name] = Peer(match_seq=self.commit_seq)
         for name in set(self.peers) - names:
             del self.peers[name]
+        assert self.name not in self.peers
+        assert set(self.peers) == names
 
     def _start_promotion(self, ready: Ready) -> None:
         """Rule 7: our staged suffix may have been committed by the old primary."""
+        assert self.inflight is None
         entries = tuple(self.staged[seq] for seq in sorted(self.staged))
+        assert entries
+        assert contiguous(entries, self.commit_seq + 1)
         notify = self.notify(entries) if self.notify is not None else None
         self.inflight = Inflight(kind="promotion", entries=entries, invalidate=notify)
         ready.transitions.append(
@@ -438,6 +467,7 @@ class Replica:
             return
         self.inflight = None
         self.boot_epoch = max(self.boot_epoch, self.epoch)
+        assert self.role != "primary", "never primary again in an epoch it acted in"
         if inflight.kind == "batch":
             ready.persist_once(AbortBatch(reason))
             if self.epoch > inflight.entries[0].epoch:
@@ -478,6 +508,8 @@ class Replica:
     def on_append_reply(
         self, peer_name: str, sent: Append, reply: AppendReply, now_ms: int
     ) -> Ready:
+        assert sent.primary == self.name
+        assert sent.epoch <= self.epoch
         ready = Ready()
         peer = self.peers.get(peer_name)
         if peer is None:
@@ -498,6 +530,9 @@ class Replica:
             self.lease_next_ms = min(self.lease_next_ms, now_ms)
         elif reply.status == "ok":
             sent_to = sent.prev_seq + len(sent.entries)
+            # (After an abandoned batch we are no longer primary: `peers` is reset before
+            # we are again, so what it says meanwhile is never used.)
+            assert self.role != "primary" or sent_to <= self._log_end(), "we sent only ours"
             peer.match_seq = sent_to
             peer.confirmed = True
             inflight = self.inflight
@@ -506,6 +541,7 @@ class Replica:
         else:
             peer.match_seq = min(reply.last_seq, self._log_end())
             peer.confirmed = False
+        assert self.role != "primary" or 0 <= peer.match_seq <= self._log_end()
         self._drive(now_ms, ready)
         return ready
 
@@ -513,6 +549,8 @@ class Replica:
         self, peer_name: str, sent: Snapshot, reply: AppendReply, now_ms: int
     ) -> Ready:
         """The peer installed our snapshot (or already held all it holds)."""
+        assert sent.primary == self.name
+        assert sent.commit_seq <= self.commit_seq, "a snapshot holds only what we committed"
         ready = Ready()
         peer = self.peers.get(peer_name)
         if peer is None:
@@ -580,6 +618,8 @@ class Replica:
         if self.role != "primary" or view is None:
             return
         inflight = self.inflight
+        assert inflight is None or inflight.entries[0].seq == self.commit_seq + 1
+        assert inflight is None or contiguous(inflight.entries, self.commit_seq + 1)
         notice_due = self.notice_at_ms is not None and self.notice_at_ms <= now_ms
         for name, peer in sorted(self.peers.items()):
             if peer.busy or peer.retry_at_ms > now_ms:
@@ -612,8 +652,10 @@ class Replica:
             ready.send.append(Send(to=name, message=SnapshotWanted(self.epoch, self.name)))
             return
         last = min(upto_seq, peer.match_seq + self.timing.catch_up_entries_max)
+        assert last <= self._log_end()
         entries = self._entries(first, last)
         prev_epoch = self._epoch_of(peer.match_seq)
+        assert all(entry.epoch >= prev_epoch for entry in entries)
         message = Append(
             epoch=self.epoch,
             primary=self.name,
@@ -672,6 +714,8 @@ class Replica:
             # acknowledging it on fewer copies (the view manager then re-issues our epoch).
             self._abandon("fewer replicas in sync than min_in_sync", ready)
             return
+        assert self.leased(now_ms), "rule 6: nothing commits without a lease"
+        assert set(view.backups) <= inflight.acked, "rule 1: every backup staged it"
         self.inflight = None
         self.notice_at_ms = now_ms + self.timing.commit_notice_ms
         last = inflight.entries[-1]
@@ -699,6 +743,7 @@ class Replica:
         if self.lease_sent is not None or now_ms < self.lease_next_ms:
             return
         join = self._joiners()
+        assert not join or self.inflight is None, "rule 8: a joiner holds all we committed"
         self.lease_seq += 1
         self.lease_sent = (self.lease_seq, now_ms)
         if join:
@@ -762,7 +807,11 @@ class Replica:
         if self.inflight is not None or self.role == "primary":
             self._abandon("a newer primary appends", ready)
             self.boot_epoch = max(self.boot_epoch, self.epoch)
+        if message.epoch == self.epoch and self.view is not None and self.view.epoch == self.epoch:
+            assert message.primary == self.view.primary, "one primary per epoch"
         plan, reply = self.plan_append(message)
+        assert plan.commit_seq >= self.commit_seq
+        assert reply.last_seq >= plan.commit_seq
         if plan.writes or plan.epoch != self.epoch or plan.commit_seq != self.commit_seq:
             ready.persist.append(plan)
         ready.reply = reply
@@ -821,6 +870,8 @@ class Replica:
             assert entry.seq == last + 1
             stage.append(entry)
             last = entry.seq
+        assert truncate_from is None or truncate_from > self.commit_seq, "never a committed one"
+        assert not stage or contiguous(stage, stage[0].seq)
         return self._plan(message, "ok", truncate_from, tuple(stage), last, applies=True)
 
     def _plan(
@@ -846,6 +897,9 @@ class Replica:
         }
         candidates.update((entry.seq, entry) for entry in stage)
         apply = tuple(candidates[seq] for seq in sorted(candidates) if seq <= commit_seq)
+        assert commit_seq <= last or not applies
+        assert contiguous(apply, self.commit_seq + 1)
+        assert self.commit_seq + len(apply) == commit_seq, "apply exactly up to commit_seq"
         reply = AppendReply(
             status=status, epoch=message.epoch, last_seq=last, commit_seq=commit_seq
         )

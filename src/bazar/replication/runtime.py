@@ -135,7 +135,7 @@ class ReplicaRuntime(Generic[C, R]):
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self.driver.stop(Unavailable("the replica is stopping"))
+        self.driver.stop()
 
     def spawn(self, coroutine: Awaitable[None], name: str) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
