@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bazar.frontend.cache import LIST_KEY, Cache, book_key, topic_key
+from bazar.wire import Invalidate, Member, ReplicaStatus, Role, View
 
 
 def cache(entries_max: int = 100, ttl_ms: int = 60_000) -> Cache:
@@ -112,3 +113,59 @@ def test_a_repeated_invalidation_counts_and_drops_once() -> None:
     assert c.invalidate_once((1,), (1, 5)) == 0  # the heartbeat repeats it: keep the fill
     assert c.invalidations == 1
     assert c.get(book_key(1), 0) == b"new"
+
+
+def primary_status(
+    name: str, epoch: int, invalidating: Invalidate | None = None, role: Role = "primary"
+) -> ReplicaStatus:
+    return ReplicaStatus(
+        name=name,
+        tier="catalog",
+        pid=1,
+        incarnation="i",
+        epoch=epoch,
+        boot_epoch=epoch - 1,
+        role=role,
+        last_seq=0,
+        last_epoch=0,
+        commit_seq=0,
+        invalidating=invalidating,
+    )
+
+
+VIEW = View(
+    tier="catalog",
+    epoch=2,
+    primary="catalog-1",
+    backups=("catalog-2",),
+    members=(Member(name="catalog-1", url="u1"), Member(name="catalog-2", url="u2")),
+)
+
+
+def test_nothing_fills_until_the_primary_has_told_its_open_write() -> None:
+    c = cache()
+    assert not c.fill(book_key(1), b"v", (1, 1), (1,), 0, c.ticket())
+    c.heard_primary(primary_status("catalog-2", 2), VIEW)  # not the view's primary
+    assert not c.ticket()
+    c.heard_primary(primary_status("catalog-1", 1), VIEW)  # not yet in the view's epoch
+    assert not c.ticket()
+    c.heard_primary(primary_status("catalog-1", 2), VIEW)
+    assert c.fill(book_key(1), b"v", (1, 1), (1,), 0, c.ticket())
+
+
+def test_the_open_write_a_new_primary_reports_is_applied_before_any_fill() -> None:
+    c = cache()
+    stale = c.ticket()  # a read that started before the primary spoke
+    c.heard_primary(primary_status("catalog-1", 2, Invalidate(books=(3,), version=(2, 7))), VIEW)
+    assert not c.fill(book_key(3), b"old", (1, 6), (3,), 0, c.ticket())  # older than (2, 7)
+    assert not c.fill(book_key(3), b"x", (2, 7), (3,), 0, stale)  # started before: refused
+    assert c.fill(book_key(3), b"new", (2, 7), (3,), 0, c.ticket())
+
+
+def test_a_new_primary_makes_the_cache_wait_for_it_again() -> None:
+    c = cache()
+    c.heard_primary(primary_status("catalog-1", 2), VIEW)
+    ticket = c.ticket()
+    c.primary_changed()
+    assert not c.ticket()
+    assert c.fill(book_key(1), b"v", (2, 1), (1,), 0, ticket)  # (the version rule still holds)

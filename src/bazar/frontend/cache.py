@@ -11,6 +11,12 @@ Every entry remembers the books it shows. The rule that closes the late-fill rac
   an older version and is refused, whatever the order of the messages.
 `invalidated` is kept for every book ever written (one version per book: the catalog is small).
 A TTL is the safety net against bugs; it never serves as the freshness mechanism.
+
+Readiness: a new catalog primary may have a write open (invalidated at a front end that died
+since, or not yet sent). Until that primary's lease request has told us its open write
+(`heard_primary`), `ready` is False and no fill is stored; a read takes its `ticket` as it
+starts, so a read that started before may carry a value that write replaces and is never
+stored.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from bazar.wire import Version
+from bazar.wire import ReplicaStatus, Version, View
 
 NO_VERSION: Version = (0, 0)
 
@@ -43,10 +49,32 @@ class Cache:
     rejected_fills: int = 0
     expirations: int = 0
     evictions: int = 0
+    ready: bool = False  # the catalog primary has told us its open write (module docstring)
 
     def __post_init__(self) -> None:
         assert self.entries_max >= 1
         assert self.ttl_ms >= 1
+
+    def primary_changed(self) -> None:
+        """A view named a new catalog primary: not ready until it has told us its write."""
+        self.ready = False
+
+    def heard_primary(self, status: ReplicaStatus, view: View) -> None:
+        """A granted lease request of the catalog's primary `view.primary` (`status`): apply
+        the write it has between its invalidation and its COMMIT (perhaps sent to a front end
+        that died since) before anything fills; once it acts as primary of the view, fills
+        may be stored."""
+        assert view.tier == "catalog"
+        if status.tier != "catalog" or status.name != view.primary:
+            return
+        if status.invalidating is not None:
+            self.invalidate_once(status.invalidating.books, status.invalidating.version)
+        if status.epoch == view.epoch and status.role == "primary":
+            self.ready = True
+
+    def ticket(self) -> bool:
+        """Taken as a read starts, given back to `fill`: was the cache ready then?"""
+        return self.ready
 
     def get(self, key: str, now_ms: int) -> bytes | None:
         entry = self.entries.get(key)
@@ -63,9 +91,18 @@ class Cache:
         return entry.body
 
     def fill(
-        self, key: str, body: bytes, version: Version, books: tuple[int, ...], now_ms: int
+        self,
+        key: str,
+        body: bytes,
+        version: Version,
+        books: tuple[int, ...],
+        now_ms: int,
+        ticket: bool = True,
     ) -> bool:
-        """Store a replica's answer unless a newer write to one of its books was invalidated."""
+        """Store a replica's answer unless a newer write to one of its books was invalidated,
+        or the cache was not ready when the read started (`ticket`)."""
+        if not ticket:
+            return False
         for book in books:
             if version < self.invalidated.get(book, NO_VERSION):
                 self.rejected_fills += 1

@@ -171,7 +171,6 @@ class Frontend:
         self.balancer = RoundRobin()
         self.cache = Cache(entries_max=cluster.cache_entries_max, ttl_ms=cluster.cache_ttl_ms)
         self.cache_enabled = cluster.cache_enabled
-        self.cache_ready = False  # until the catalog primary has told us its open write
         self.known_books: set[int] = set()  # ids seen in replica answers: the catalog's size
         self.metrics = FrontendMetrics(self.cache, self.views, monotonic_ms)
         self.openapi = openapi.openapi_json()
@@ -259,7 +258,7 @@ class Frontend:
         self.views.install(view)
         if view.primary != before:
             if view.tier == "catalog":
-                self.cache_ready = False  # until the new primary has told us its open write
+                self.cache.primary_changed()
             changed = self.failover[view.tier]
             self.failover[view.tier] = asyncio.Event()
             changed.set()
@@ -281,14 +280,8 @@ class Frontend:
             if new_view is not None:
                 await self.install(new_view)
             views = dict(self.views.views)
-        catalog = views["catalog"]
-        if granted and status.tier == "catalog" and status.name == catalog.primary:
-            if status.invalidating is not None:
-                # A write between its invalidation and its COMMIT, perhaps sent to a front
-                # end that died since: apply it (once) before this one fills anything.
-                self.cache.invalidate_once(status.invalidating.books, status.invalidating.version)
-            if status.epoch == catalog.epoch and status.role == "primary":
-                self.cache_ready = True
+        if granted:
+            self.cache.heard_primary(status, views["catalog"])
         return json_response(LeaseReply(views=views, granted=granted))
 
     async def _write(
@@ -416,23 +409,22 @@ class Frontend:
         body: bytes,
         version: tuple[int, int],
         books: tuple[int, ...],
-        ready: bool,
+        ticket: bool,
     ) -> None:
-        """`ready`: the front end had heard the catalog primary's open write when the read
-        started; a read that started before may carry a value that write replaces."""
-        if self.cache_enabled and ready:
-            self.cache.fill(key, body, version, books, monotonic_ms())
+        """`ticket`: taken as the read started (`Cache.ticket`)."""
+        if self.cache_enabled:
+            self.cache.fill(key, body, version, books, monotonic_ms(), ticket)
 
     async def _books_read(self, key: str, path: str, request: Request) -> Response:
         """A list of books (search or all), cached under its logical key."""
         hit = self._cached(key, request)
         if hit is not None:
             return hit
-        ready = self.cache_ready  # as the read starts: see _fill
+        ticket = self.cache.ticket()  # as the read starts
         reply = await self._read("catalog", path, VersionedBookList)
         self.known_books.update(book.id for book in reply.data)
         body = encode(BookListData(data=reply.data))
-        self._fill(key, body, reply.version, tuple(book.id for book in reply.data), ready)
+        self._fill(key, body, reply.version, tuple(book.id for book in reply.data), ticket)
         return json_response(body)
 
     async def _search_empty(self, request: Request) -> Response:
@@ -453,11 +445,11 @@ class Frontend:
         hit = self._cached(key, request)
         if hit is not None:
             return hit
-        ready = self.cache_ready
+        ticket = self.cache.ticket()
         reply = await self._read("catalog", f"/books/{book_id}", VersionedBook)
         self.known_books.add(book_id)
         body = encode(BookData(data=reply.data))
-        self._fill(key, body, reply.version, (book_id,), ready)
+        self._fill(key, body, reply.version, (book_id,), ticket)
         return json_response(body)
 
     async def _invalidate(self, request: Request) -> Response:
