@@ -495,8 +495,10 @@ class Driver(Generic[C, R, H]):
         if refusal is not None:
             raise Unavailable(refusal.reason)
         point = self.store.commit_point()
-        # (The core may be ahead: a COMMIT it decided may still be on the writer thread.)
-        assert point.commit_seq <= self.core.commit_seq
+        # Memory and disk differ by a step in flight: the core may be ahead (a COMMIT it
+        # decided is still on the writer thread) or behind (a promotion's entries are
+        # applied on disk and not yet in memory); never beyond the entries it holds.
+        assert point.commit_seq <= self.core.last_seq
         return point
 
 

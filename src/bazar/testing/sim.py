@@ -86,6 +86,7 @@ class SimConfig:
     restart_all: bool
     workload: Workload
     persist_ms_max: int
+    cache: bool
 
     @property
     def lease_margin_ms(self) -> int:
@@ -138,7 +139,8 @@ class SimConfig:
             f"+{self.jitter_ms_max} "
             f"log={self.log_entries_max} catch_up={self.catch_up_entries_max} "
             f"faults_ms={self.faults_ms} every={self.fault_interval_ms} [{kinds or 'none'}] "
-            f"restart_all={self.restart_all} persist<={self.persist_ms_max}ms"
+            f"restart_all={self.restart_all} persist<={self.persist_ms_max}ms "
+            f"cache={self.cache}"
         )
 
 
@@ -191,6 +193,7 @@ def draw_config(seed: int, control: str | None = None) -> SimConfig:
         restart_all=rng.random() < 0.3,
         workload=workload,
         persist_ms_max=rng.choice((0, 1, 3, 10)),
+        cache=rng.random() < 0.8,
     )
 
 
@@ -244,6 +247,7 @@ class World:
             limits=self.limits,
             leases=config.leases(),
             views={TIER: initial_view(TIER, members)},
+            cache=config.cache,
         )
         self.phase = Phase(faults_end_ms=WARMUP_MS + config.faults_ms)
         self.nemesis = Nemesis(

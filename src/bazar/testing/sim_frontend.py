@@ -7,8 +7,14 @@ the clients' guarantees on the routing (writes to the current view's primary, gi
 the view changes; reads over the view's replicas, in-sync ones first, round after round
 until a deadline).
 
-A crash drops the manager, the routing state and every call in flight; the persisted views
-survive, and a restart builds a new `ViewManager` with `booted_ms` = now (rule 7).
+The read cache is the production one (`frontend/cache.py`): a read is answered from it
+when it holds the book, and a backend's answer fills it under the ticket taken as the read
+started; the catalog primary's invalidations and its lease requests keep it fresh, as they
+do `frontend/service.py`'s.
+
+A crash drops the manager, the cache, the routing state and every call in flight; the
+persisted views survive, and a restart builds a new `ViewManager` with `booted_ms` = now
+(rule 7) and an empty cache.
 """
 
 from __future__ import annotations
@@ -17,12 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bazar.frontend.balancer import RoundRobin
+from bazar.frontend.cache import Cache, book_key
 from bazar.frontend.views import Leases, ViewManager
 from bazar.replication.ready import FRONTEND
 from bazar.testing.sim_network import Call, Failure, Host, Loop, Network
 from bazar.testing.sim_replica import TIER, ReadReply, ReadRequest, SimLimits, WriteRequest
 from bazar.testing.sim_store import Buy, Command, Outcome
-from bazar.wire import LeaseReply, LeaseRequest, View
+from bazar.wire import Invalidate, InvalidateReply, LeaseReply, LeaseRequest, View
+
+CACHE_ENTRIES_MAX = 2  # fewer than the books, so that evictions happen too
+CACHE_TTL_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +69,7 @@ class ReadOp:
     client: Call
     book_id: int
     deadline_ms: int
+    ticket: bool
     order: list[str] = field(default_factory=list)
     view: View | None = None
 
@@ -76,6 +87,7 @@ class FrontendNode:
         limits: SimLimits,
         leases: Leases,
         views: dict[str, View],
+        cache: bool,
     ) -> None:
         self.loop = loop
         self.host: Host = loop.hosts[FRONTEND]
@@ -86,6 +98,8 @@ class FrontendNode:
         self.leases = leases
         self.stored = dict(views)  # the views file: durable
         self.manager: ViewManager | None = None
+        self.cache_enabled = cache
+        self.cache = Cache(entries_max=CACHE_ENTRIES_MAX, ttl_ms=CACHE_TTL_MS)
         self.balancer = RoundRobin()
         self.failed_until_ms: dict[str, int] = {}
         self.writes: dict[int, WriteOp] = {}  # by client call
@@ -107,6 +121,7 @@ class FrontendNode:
 
     def boot(self) -> None:
         self.manager = ViewManager(dict(self.stored), booted_ms=self.now(), leases=self.leases)
+        self.cache = Cache(entries_max=CACHE_ENTRIES_MAX, ttl_ms=CACHE_TTL_MS)
         self.balancer = RoundRobin()
         self.failed_until_ms = {}
         self._arm_tick()
@@ -155,6 +170,7 @@ class FrontendNode:
         )
         if view.primary == old.primary:
             return
+        self.cache.primary_changed()
         self.failovers += 1
         for op in list(self.writes.values()):
             backend = op.backend
@@ -172,13 +188,16 @@ class FrontendNode:
         if isinstance(request, LeaseRequest):
             self._lease(call, request)
             return
+        if isinstance(request, Invalidate):
+            dropped = self.cache.invalidate_once(request.books, request.version)
+            self.network.reply(call, InvalidateReply(dropped=dropped))
+            return
         self.serving_calls[call.ident] = call
         if isinstance(request, ClientWrite):
             self._write(call, request.command)
         else:
             assert isinstance(request, ClientRead), request
-            op = ReadOp(call, request.book_id, self.now() + self.limits.read_deadline_ms)
-            self._read_round(op)
+            self._read(call, request.book_id)
 
     def _answer(self, call: Call, answer: object) -> None:
         if self.serving_calls.pop(call.ident, None) is not None:
@@ -190,6 +209,8 @@ class FrontendNode:
         granted, new_view = manager.on_lease(request, self.now())
         if new_view is not None:
             self._install(new_view)
+        if granted:
+            self.cache.heard_primary(request.status, manager.views[TIER])
         self.network.reply(call, LeaseReply(views=dict(manager.views), granted=granted))
 
     def _write(self, client: Call, command: Command) -> None:
@@ -248,6 +269,17 @@ class FrontendNode:
 
     # ---------------------------------------------------------------- reads
 
+    def _read(self, client: Call, book_id: int) -> None:
+        """`Frontend._info`: from the cache, else from a replica, filling the cache."""
+        key = book_key(book_id)
+        body = self.cache.get(key, self.now()) if self.cache_enabled else None
+        if body is not None:
+            self.trace(f"cache=hit book={book_id}")
+            self._answer(client, decode_reply(body))
+            return
+        deadline_ms = self.now() + self.limits.read_deadline_ms
+        self._read_round(ReadOp(client, book_id, deadline_ms, self.cache.ticket()))
+
     def _read_round(self, op: ReadOp) -> None:
         """`Frontend._read_round`: in-sync replicas first (round robin), then the rest."""
         manager = self.live()
@@ -279,9 +311,22 @@ class FrontendNode:
 
     def _read_answer(self, op: ReadOp, name: str, answer: object) -> None:
         if isinstance(answer, ReadReply):
+            if self.cache_enabled:
+                key, body = book_key(op.book_id), encode_reply(answer)
+                self.cache.fill(key, body, answer.version, (op.book_id,), self.now(), op.ticket)
             self._answer(op.client, answer)
             return
         assert isinstance(answer, Failure), answer
         if answer.transport:  # unreachable: tried last for a while
             self.failed_until_ms[name] = self.now() + self.limits.read_timeout_ms
         self._read_next(op)
+
+
+def encode_reply(reply: ReadReply) -> bytes:
+    """What the cache stores (the service stores the encoded response)."""
+    return f"{reply.stock} {reply.version[0]} {reply.version[1]}".encode()
+
+
+def decode_reply(body: bytes) -> ReadReply:
+    stock, epoch, seq = (int(part) for part in body.split())
+    return ReadReply(stock=stock, version=(epoch, seq))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Literal, Protocol
 
+from bazar.catalog.service import invalidation
 from bazar.errors import BazarError
 from bazar.replication.driver import SAFE, Controls, Driver, boot
 from bazar.replication.ready import (
@@ -41,6 +42,7 @@ from bazar.wire import (
     AppendReply,
     CommitPoint,
     Entry,
+    Invalidate,
     LeaseRequest,
     Row,
     Snapshot,
@@ -183,6 +185,7 @@ class ReplicaNode:
             pid=self.starts,
             incarnation=f"{self.name}.{self.host.incarnation}",
             timing=self.timing,
+            notify=invalidation,  # the catalog's own (`catalog/service.py`)
         )
         self.driver = Driver(
             core,
@@ -243,7 +246,8 @@ class ReplicaNode:
             self.observer.sending(self, message.epoch)
             self._send_snapshot(send.to, message)
         else:
-            raise AssertionError(f"the simulator runs without notify: {message!r}")
+            assert isinstance(message, Invalidate)
+            self._call(FRONTEND, message, self.limits.read_timeout_ms, send)
 
     def settle(self, handle: Call, result: Outcome | None, error: BazarError | None) -> None:
         self._answer(handle, result if error is None else failure_of(error))
