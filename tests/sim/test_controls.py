@@ -16,6 +16,9 @@
 - `read_without_check` (`driver.Controls`): the production driver serves reads without the
   core's check (role, lease, promotion). Caught as a replica serving a read after a view
   that left it out was installed.
+- `stale_fill` (`Cache.unsafe_fill_stale`): the front end's cache takes a fill older than an
+  invalidation it has seen (the late-fill race). Caught as a stale read from the cache: the
+  history is not linearizable.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ CAUGHT_AS = {
     "no_intent": "but seq",
     "reply_before_persist": "SaveEpoch before acting",
     "read_without_check": "serves a read in epoch",
+    "stale_fill": "not linearizable",
 }
 
 

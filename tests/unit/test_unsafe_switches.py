@@ -1,8 +1,8 @@
 """The simulator's controls are deliberate bugs in production code (`driver.Controls`,
-`Leases.unsafe_promote_catching_up`, `SimStore.unsafe_no_intent`). They must be unreachable
-from anything a user runs: no command line, cluster file or environment variable can set
-them. Checked on the source: outside the module that defines each switch, only the
-simulator (`bazar/testing/`) may name it."""
+`Leases.unsafe_promote_catching_up`, `SimStore.unsafe_no_intent`,
+`Cache.unsafe_fill_stale`). They must be unreachable from anything a user runs: no command
+line, cluster file or environment variable can set them. Checked on the source: outside
+the module that defines each switch, only the simulator (`bazar/testing/`) may name it."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ SWITCHES = {
     "read_without_check": "replication/driver.py",
     "unsafe_promote_catching_up": "frontend/views.py",
     "unsafe_no_intent": "testing/sim_store.py",
+    "unsafe_fill_stale": "frontend/cache.py",
 }
 
 

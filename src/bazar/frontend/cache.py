@@ -50,6 +50,8 @@ class Cache:
     expirations: int = 0
     evictions: int = 0
     ready: bool = False  # the catalog primary has told us its open write (module docstring)
+    unsafe_fill_stale: bool = False
+    """A deliberate bug, for the simulator's controls only: fill without the version rule."""
 
     def __post_init__(self) -> None:
         assert self.entries_max >= 1
@@ -104,7 +106,7 @@ class Cache:
         if not ticket:
             return False
         for book in books:
-            if version < self.invalidated.get(book, NO_VERSION):
+            if version < self.invalidated.get(book, NO_VERSION) and not self.unsafe_fill_stale:
                 self.rejected_fills += 1
                 return False
         if key in self.entries:

@@ -1,5 +1,6 @@
-"""Deterministic simulation of a whole replicated tier: the replica cores
-(`replication/replica.py`) and the view manager (`frontend/views.py`) under a seeded world of lossy,
+"""Deterministic simulation of a whole replicated tier: the production replica driver and
+core (`replication/driver.py`, `replication/replica.py`), the view manager
+(`frontend/views.py`) and the read cache (`frontend/cache.py`) under a seeded world of lossy,
 partitioned networks, drifting clocks, crashes, pauses and clients
 (research/simulation.md §2).
 
@@ -21,7 +22,10 @@ exception, a core assertion included, fails the run. `--count K` runs K seeds fr
 Controls (`--control`): deliberate bugs the checks must catch. `promote_catching_up` lets
 the view manager promote a member that is not in sync; `skip_lease_wait` lets it drop a
 replica whose lease is still running (`half_lease_wait`: after half a lease of silence);
-`no_intent` commits a batch without an fsync and without the primary's intent log.
+`no_intent` commits a batch without an fsync and without the primary's intent log;
+`reply_before_persist` makes the production driver send and answer before it persists a
+step; `read_without_check` makes it serve reads without the core's check; `stale_fill` lets
+the front end's cache take a fill older than an invalidation.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ CONTROLS = (
     "no_intent",
     "reply_before_persist",
     "read_without_check",
+    "stale_fill",
 )
 PROBE_MS = 50
 WARMUP_MS = 300
@@ -247,7 +252,8 @@ class World:
             limits=self.limits,
             leases=config.leases(),
             views={TIER: initial_view(TIER, members)},
-            cache=config.cache,
+            cache=config.cache or config.control == "stale_fill",
+            unsafe_fill_stale=config.control == "stale_fill",
         )
         self.phase = Phase(faults_end_ms=WARMUP_MS + config.faults_ms)
         self.nemesis = Nemesis(

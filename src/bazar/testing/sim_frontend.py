@@ -88,6 +88,7 @@ class FrontendNode:
         leases: Leases,
         views: dict[str, View],
         cache: bool,
+        unsafe_fill_stale: bool = False,
     ) -> None:
         self.loop = loop
         self.host: Host = loop.hosts[FRONTEND]
@@ -99,7 +100,8 @@ class FrontendNode:
         self.stored = dict(views)  # the views file: durable
         self.manager: ViewManager | None = None
         self.cache_enabled = cache
-        self.cache = Cache(entries_max=CACHE_ENTRIES_MAX, ttl_ms=CACHE_TTL_MS)
+        self.unsafe_fill_stale = unsafe_fill_stale
+        self.cache = self._new_cache()
         self.balancer = RoundRobin()
         self.failed_until_ms: dict[str, int] = {}
         self.writes: dict[int, WriteOp] = {}  # by client call
@@ -121,10 +123,15 @@ class FrontendNode:
 
     def boot(self) -> None:
         self.manager = ViewManager(dict(self.stored), booted_ms=self.now(), leases=self.leases)
-        self.cache = Cache(entries_max=CACHE_ENTRIES_MAX, ttl_ms=CACHE_TTL_MS)
+        self.cache = self._new_cache()
         self.balancer = RoundRobin()
         self.failed_until_ms = {}
         self._arm_tick()
+
+    def _new_cache(self) -> Cache:
+        cache = Cache(entries_max=CACHE_ENTRIES_MAX, ttl_ms=CACHE_TTL_MS)
+        cache.unsafe_fill_stale = self.unsafe_fill_stale
+        return cache
 
     def crash(self) -> None:
         host = self.host
