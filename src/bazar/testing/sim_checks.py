@@ -229,8 +229,7 @@ def _check_store(checks: Checks, name: str, store: SimStore) -> None:
     for seq, entry in sorted(store.log.items()):  # what pruning left of the log
         if seq <= store.commit_seq and entry != checks.canonical.get(seq):
             raise Violation(f"{name}: committed seq {seq} differs from the canonical log")
-    for book_id in store.initial:
-        store.check_book(book_id)
+    store.check_all()
     for key, (command, outcome) in sorted(checks.acked.items()):
         table = "purchases" if isinstance(command, Buy) else "restocks"
         row = store.rows[table].get(key)

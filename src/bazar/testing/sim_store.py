@@ -14,61 +14,37 @@ keeps the durability rules of `runtime.py` + `storage.py`, not a simplification 
   `lose_unsynced` is what an OS crash does: the unsynced commits are undone, and
   `recover_intent` at the next start puts their entries back as staged.
 
-The state machine: `books` {id, stock, version}, `purchases` and `restocks` keyed by
-idempotency key, each storing the first result, so a retried key returns it and never
-sells twice. Every write is a row image (`wire.Upsert`), as in the real services, so
-`Replica.dirty` and staged entries behave as they do there.
-
-Checked on every apply (a `StoreError` is a violation): a key is never written twice,
-stock stays >= 0, and per book `stock == initial - sold + restocked`.
+The state machine is a tier's (`sim_machines.py`). Checked on every apply (a `StoreError`
+is a violation): a key of an idempotency record is never written twice, and the machine's
+own invariants (the catalog's: stock >= 0 and `stock == initial - sold + restocked`).
 """
 
 from __future__ import annotations
 
 import pickle
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from bazar.replication.driver import Meta
 from bazar.replication.ready import Stage
 from bazar.replication.storage import INTENT_SYNC_EVERY
-from bazar.wire import Change, CommitPoint, Entry, Row, Scalar, Upsert, Version
+from bazar.testing.sim_machines import (
+    Buy,
+    CatalogSim,
+    Command,
+    Outcome,
+    Restock,
+    SimMachine,
+    StoreError,
+    Tables,
+    as_int,
+    book_row,
+)
+from bazar.wire import Change, CommitPoint, Entry, Row, Upsert, Version
 
-KEYS: dict[str, str] = {"books": "id", "purchases": "key", "restocks": "key"}
 READ_LOG_LIMIT = 10_000
 
-Tables = dict[str, dict[int | str, Row]]
-
-
-class StoreError(Exception):
-    """A write the real store would refuse, or a broken invariant of the data."""
-
-
-@dataclass(frozen=True, slots=True)
-class Buy:
-    key: str
-    book_id: int
-    quantity: int
-
-
-@dataclass(frozen=True, slots=True)
-class Restock:
-    key: str
-    book_id: int
-    delta: int
-
-
-Command = Buy | Restock
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """A command's result: a restock also returns the stock it left."""
-
-    status: Literal["ok", "out_of_stock"]
-    stock: int | None = None
+__all__ = ["Buy", "Command", "Outcome", "Restock", "SimStore", "StoreError", "as_int", "book_row"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,26 +76,17 @@ class OpenBatch:
     epoch: int
 
 
-def book_row(book_id: int, stock: int, version: Version) -> Row:
-    return {"id": book_id, "stock": stock, "epoch": version[0], "seq": version[1]}
-
-
-def as_int(value: Scalar) -> int:
-    assert isinstance(value, int)
-    return value
-
-
 @dataclass(slots=True)
 class SimStore:
     """Durable state of one replica (everything but `open`, which a crash drops)."""
 
-    initial: Mapping[int, int]
+    initial: Mapping[int, int] = field(default_factory=dict)
+    """The catalog's initial stocks (when no other `machine` is given)."""
+    machine: SimMachine | None = None
     epoch: int = 0
     commit_seq: int = 0
     log: dict[int, Entry] = field(default_factory=dict)
     rows: Tables = field(default_factory=dict)
-    sold: Counter[int] = field(default_factory=Counter)
-    restocked: Counter[int] = field(default_factory=Counter)
     open: OpenBatch | None = None
     intent: dict[int, Entry] = field(default_factory=dict)
     intent_durable: Entry | None = None  # (the IntentLog's memory: a crash resets it)
@@ -130,19 +97,22 @@ class SimStore:
     without the intent that makes that safe."""
 
     def __post_init__(self) -> None:
+        if self.machine is None:
+            self.machine = CatalogSim(self.initial)
         if not self.rows:
-            books: dict[int | str, Row] = {
-                book_id: book_row(book_id, stock, (0, 0))
-                for book_id, stock in sorted(self.initial.items())
-            }
-            self.rows = {"books": books, "purchases": {}, "restocks": {}}
+            self.rows = self.machine.initial_rows()
+
+    @property
+    def state(self) -> SimMachine:
+        assert self.machine is not None
+        return self.machine
 
     # ---------------------------------------------------------------- the driver's protocol
 
     @property
     def tables(self) -> Mapping[str, str]:
         """Replicated table name -> its key column."""
-        return KEYS
+        return self.state.tables
 
     def recover(self) -> None:
         self.recover_intent()
@@ -201,9 +171,6 @@ class SimStore:
         entry = self.log.get(self.commit_seq)
         return entry.epoch if entry is not None else 0
 
-    def stock(self, book_id: int) -> int:
-        return as_int(self.rows["books"][book_id]["stock"])
-
     def digest(self) -> tuple[int, tuple[tuple[str, tuple[tuple[int | str, Row], ...]], ...]]:
         """Everything replicated, comparable between replicas."""
         tables = tuple(
@@ -222,50 +189,24 @@ class SimStore:
         if self.open is not None:
             raise StoreError("a batch began inside an open batch")
         overlay: dict[tuple[str, int | str], Row] = {}
+
+        def lookup(table: str, key: int | str) -> Row | None:
+            return overlay.get((table, key), self.rows[table].get(key))
+
         changes: list[Change] = []
-        results = [self._execute(command, version, overlay, changes) for command in commands]
+        results: list[Outcome] = []
+        for command in commands:
+            made, result = self.state.execute(lookup, command, version)
+            for change in made:
+                assert isinstance(change, Upsert)
+                overlay[(change.table, self._key(change))] = change.row
+            changes += made
+            results.append(result)
         if not changes:
             return None, results
         entry = Entry(epoch=version[0], seq=version[1], changes=changes)
         self.open = OpenBatch(entry=entry, epoch=version[0])
         return entry, results
-
-    def _execute(
-        self,
-        command: Command,
-        version: Version,
-        overlay: dict[tuple[str, int | str], Row],
-        changes: list[Change],
-    ) -> Outcome:
-        table = "purchases" if isinstance(command, Buy) else "restocks"
-        earlier = overlay.get((table, command.key), self.rows[table].get(command.key))
-        if earlier is not None:
-            stock = earlier["stock"]
-            assert earlier["status"] in ("ok", "out_of_stock")
-            status: Literal["ok", "out_of_stock"] = (
-                "ok" if earlier["status"] == "ok" else ("out_of_stock")
-            )
-            return Outcome(status=status, stock=stock if isinstance(stock, int) else None)
-        book = overlay.get(("books", command.book_id), self.rows["books"][command.book_id])
-        stock = as_int(book["stock"])
-        delta = -command.quantity if isinstance(command, Buy) else command.delta
-        outcome = Outcome(status="ok" if stock + delta >= 0 else "out_of_stock")
-        if outcome.status == "ok":
-            row = book_row(command.book_id, stock + delta, version)
-            overlay[("books", command.book_id)] = row
-            changes.append(Upsert(table="books", row=row))
-        record: Row = {"key": command.key, "book_id": command.book_id, "status": outcome.status}
-        if isinstance(command, Buy):
-            record["quantity"] = command.quantity
-            record["stock"] = None
-        else:
-            after = stock + delta if outcome.status == "ok" else None
-            record["delta"] = command.delta
-            record["stock"] = after
-            outcome = Outcome(status=outcome.status, stock=after)
-        overlay[(table, command.key)] = record
-        changes.append(Upsert(table=table, row=record))
-        return outcome
 
     # ---------------------------------------------------------------- persist effects
 
@@ -291,8 +232,7 @@ class SimStore:
                 (change.table, key, self.rows[change.table].get(key))
                 for change in entry.changes
                 if isinstance(change, Upsert)
-                for key in (change.row[KEYS[change.table]],)
-                if key is not None
+                for key in (self._key(change),)
             ),
         )
         self.log[entry.seq] = entry
@@ -331,13 +271,12 @@ class SimStore:
             del self.log[undo.seq]
             for table, key, row in reversed(undo.rows):
                 if row is None:
-                    self._uncount(table, self.rows[table].pop(key))
+                    del self.rows[table][key]
                 else:
                     self.rows[table][key] = row
             self.commit_seq = undo.commit_seq
         self.unsynced.clear()
-        for book_id in sorted(self.initial):
-            self.check_book(book_id)
+        self.check_all()
         self.intent_durable = None
 
     def recover_intent(self) -> None:
@@ -399,54 +338,36 @@ class SimStore:
         self.commit_seq = data.commit_seq
         self.log = dict(data.log)
         self.rows = {name: dict(rows) for name, rows in data.rows.items()}
-        self.sold.clear()
-        self.restocked.clear()
-        for table in ("purchases", "restocks"):
-            for row in self.rows[table].values():
-                self._count(table, row)
-        for book_id in sorted(self.initial):
-            self.check_book(book_id)
+        self.check_all()
         self.sync()
 
     # ---------------------------------------------------------------- rows
 
+    def _key(self, change: Upsert) -> int | str:
+        key = change.row[self.tables[change.table]]
+        assert isinstance(key, int | str), change
+        return key
+
     def _apply(self, entry: Entry) -> None:
-        touched: set[int] = set()
+        once = self.state.once
         for change in entry.changes:
             if not isinstance(change, Upsert):
                 raise StoreError(f"unexpected change {change!r}")
-            key = change.row[KEYS[change.table]]
-            assert key is not None
+            key = self._key(change)
             rows = self.rows[change.table]
-            if change.table != "books":
-                if key in rows:
-                    raise StoreError(f"idempotency key {key} applied twice (seq {entry.seq})")
-                self._count(change.table, change.row)
-            else:
-                touched.add(as_int(key))
+            if change.table in once and key in rows:
+                raise StoreError(f"idempotency key {key} applied twice (seq {entry.seq})")
             rows[key] = dict(change.row)
-        for book_id in sorted(touched):
-            self.check_book(book_id)
+        self.state.check(self.rows, entry.changes)
 
-    def _count(self, table: str, row: Row, sign: int = 1) -> None:
-        if table == "books" or row["status"] != "ok":
-            return
-        book_id = as_int(row["book_id"])
-        if table == "purchases":
-            self.sold[book_id] += sign * as_int(row["quantity"])
-        else:
-            self.restocked[book_id] += sign * as_int(row["delta"])
+    def check_all(self) -> None:
+        """Every invariant of the machine over every row (after a snapshot or a loss)."""
+        changes = [
+            Upsert(table=table, row=row)
+            for table, rows in self.rows.items()
+            for row in rows.values()
+        ]
+        self.state.check(self.rows, changes)
 
-    def _uncount(self, table: str, row: Row) -> None:
-        self._count(table, row, sign=-1)
-
-    def check_book(self, book_id: int) -> None:
-        stock = self.stock(book_id)
-        if stock < 0:
-            raise StoreError(f"book {book_id} stock {stock} < 0")
-        expected = self.initial[book_id] - self.sold[book_id] + self.restocked[book_id]
-        if stock != expected:
-            raise StoreError(
-                f"book {book_id}: stock {stock} != initial {self.initial[book_id]} - sold "
-                f"{self.sold[book_id]} + restocked {self.restocked[book_id]}"
-            )
+    def stock(self, book_id: int) -> int:
+        return as_int(self.rows["books"][book_id]["stock"])
