@@ -1,8 +1,9 @@
-"""Deterministic simulation of a whole replicated tier: the production replica driver and
-core (`replication/driver.py`, `replication/replica.py`), the view manager
-(`frontend/views.py`) and the read cache (`frontend/cache.py`) under a seeded world of lossy,
-partitioned networks, drifting clocks, crashes, pauses and clients
-(research/simulation.md §2).
+"""Deterministic simulation of the whole purchase: the production replica driver and core
+(`replication/driver.py`, `replication/replica.py`) for every replica of both tiers, the view
+manager (`frontend/views.py`) and the read cache (`frontend/cache.py`), the order tier's
+purchases (a sale at the catalog, then the order) and its reconciler, under a seeded world
+of lossy, partitioned networks, drifting clocks, slow disks, crashes (OS crashes too),
+pauses and clients (research/simulation.md §2).
 
 Why: the failover paths (leases, dropping a silent backup, promotion, catch-up and join)
 are interleavings that real-process tests hit by luck; here one seed draws a whole world
@@ -10,13 +11,16 @@ and replays it exactly, so a failure is a command line:
 
     python -m bazar.testing.sim --seed N --trace
 
-A run: `draw_config(seed)` draws the world (swarm testing: the number of replicas and
-clients, loss, duplicates, delays, clock drift, which faults and how often, the timing);
+A run: `draw_config(seed)` draws the world (swarm testing: the number of replicas of each
+tier (no order tier in some worlds: purchases then go to the catalog), clients, loss,
+duplicates, delays, clock drift, disk latency, the cache, which faults and how often, the
+timing);
 separate `Random`s drive the network, the faults and each client. The safety phase runs
 the workload under faults until `faults_ms`; the liveness phase heals everything, restarts
 every process that is down (every replica, when the seed says so), and must reach within a
-deadline a state where every client operation has completed and every replica is in the
-view with the same committed data. Then the end checks run (`sim_checks.py`). Any
+deadline a state where every client operation has completed, every replica is in its
+tier's view with the same committed data, and every sale has its order. Then the end
+checks run (`sim_checks.py`). Any
 exception, a core assertion included, fails the run. `--count K` runs K seeds from `--seed`.
 
 Controls (`--control`): deliberate bugs the checks must catch. `promote_catching_up` lets
@@ -38,6 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
+from bazar.config import ReplicatedTier
 from bazar.frontend.views import Leases, initial_view
 from bazar.replication.driver import Controls
 from bazar.replication.ready import FRONTEND
@@ -47,10 +52,12 @@ from bazar.testing.sim_checks import Checks, Trace, Violation, check_end
 from bazar.testing.sim_clients import Client, Phase, Workload
 from bazar.testing.sim_faults import FAULT_KINDS, Nemesis
 from bazar.testing.sim_frontend import FrontendNode
+from bazar.testing.sim_machines import OrderSim
 from bazar.testing.sim_network import Host, Loop, Network, Weather
+from bazar.testing.sim_order import ORDER_TIER, OrderNode
 from bazar.testing.sim_replica import TIER, ReplicaNode, SimLimits
 from bazar.testing.sim_store import SimStore, StoreError
-from bazar.wire import Member
+from bazar.wire import Member, View
 
 CONTROLS = (
     "promote_catching_up",
@@ -92,6 +99,9 @@ class SimConfig:
     workload: Workload
     persist_ms_max: int
     cache: bool
+    orders: int  # order replicas (0: purchases go to the catalog directly)
+    order_clocks: tuple[tuple[float, int], ...]
+    recovery_ms: int
 
     @property
     def lease_margin_ms(self) -> int:
@@ -145,7 +155,7 @@ class SimConfig:
             f"log={self.log_entries_max} catch_up={self.catch_up_entries_max} "
             f"faults_ms={self.faults_ms} every={self.fault_interval_ms} [{kinds or 'none'}] "
             f"restart_all={self.restart_all} persist<={self.persist_ms_max}ms "
-            f"cache={self.cache}"
+            f"cache={self.cache} orders={self.orders}"
         )
 
 
@@ -199,6 +209,11 @@ def draw_config(seed: int, control: str | None = None) -> SimConfig:
         workload=workload,
         persist_ms_max=rng.choice((0, 1, 3, 10)),
         cache=rng.random() < 0.8,
+        orders=(orders := rng.choice((0, 0, 1, 2, 2, 3))),
+        order_clocks=tuple(
+            (1 + rng.uniform(-drift, drift), rng.randint(0, 100_000)) for _ in range(orders)
+        ),
+        recovery_ms=rng.choice((100, 300)),
     )
 
 
@@ -241,9 +256,19 @@ class World:
         self.initial = dict(config.stocks)
         self.limits = config.limits()
         self.disk = random.Random(config.seed ^ 0xD15C)  # (a stream of its own)
-        self.replicas = {name: self._replica(name) for name in names}
+        order_names = [f"o{index}" for index in range(1, config.orders + 1)]
+        for name, (rate, offset) in zip(order_names, config.order_clocks, strict=True):
+            self.loop.hosts[name] = Host(name, rate=rate, offset_ms=offset)
+        self.replicas: dict[str, ReplicaNode] = {name: self._replica(name) for name in names}
+        self.replicas.update((name, self._order_replica(name)) for name in order_names)
+        self.tiers: dict[ReplicatedTier, list[str]] = {TIER: names}
+        if order_names:
+            self.tiers[ORDER_TIER] = order_names
         self.checks.replicas = self.replicas
-        members = tuple(Member(name=name, url=f"sim://{name}") for name in names)
+        views: dict[str, View] = {
+            tier: initial_view(tier, tuple(Member(name=n, url=f"sim://{n}") for n in members))
+            for tier, members in self.tiers.items()
+        }
         self.frontend = FrontendNode(
             loop=self.loop,
             network=self.network,
@@ -251,7 +276,7 @@ class World:
             on_install=self.checks.view_installed,
             limits=self.limits,
             leases=config.leases(),
-            views={TIER: initial_view(TIER, members)},
+            views=views,
             cache=config.cache or config.control == "stale_fill",
             unsafe_fill_stale=config.control == "stale_fill",
         )
@@ -286,6 +311,21 @@ class World:
             store=SimStore(
                 initial=self.initial, unsafe_no_intent=self.config.control == "no_intent"
             ),
+            disk=self.disk,
+            controls=self.config.controls(),
+        )
+
+    def _order_replica(self, name: str) -> OrderNode:
+        return OrderNode(
+            name,
+            recovery_ms=self.config.recovery_ms,
+            loop=self.loop,
+            network=self.network,
+            observer=self.checks,
+            trace=partial(self.trace.line, name),
+            timing=self.config.timing(),
+            limits=self.limits,
+            store=SimStore(machine=OrderSim()),
             disk=self.disk,
             controls=self.config.controls(),
         )
@@ -372,11 +412,23 @@ class World:
         data (an uncommitted staged suffix may stay until the next write overwrites it)."""
         if not all(client.finished for client in self.clients):
             return False
-        view = self.frontend.view()
-        if view is None or sorted((view.primary, *view.backups)) != sorted(self.replicas):
+        if not all(self._tier_converged(tier, names) for tier, names in self.tiers.items()):
+            return False
+        if ORDER_TIER not in self.tiers:
+            return True
+        # Orders == sales: the reconciler has recorded the order of every sale.
+        catalog = self.replicas[self.tiers[TIER][0]].store.rows["purchases"]
+        sold = {key for key, row in catalog.items() if row["status"] == "ok"}
+        ordered = self.replicas[self.tiers[ORDER_TIER][0]].store.rows["orders"]
+        return sold == set(ordered)
+
+    def _tier_converged(self, tier: ReplicatedTier, names: list[str]) -> bool:
+        view = self.frontend.view(tier)
+        if view is None or sorted((view.primary, *view.backups)) != sorted(names):
             return False
         digests = set()
-        for name, node in self.replicas.items():
+        for name in names:
+            node = self.replicas[name]
             core = node.core
             expected = "primary" if name == view.primary else "backup"
             if core is None or node.host.paused or core.epoch != view.epoch:
@@ -384,12 +436,15 @@ class World:
             driver = node.live()
             if core.role != expected or driver.batch or node.busy or node.store.open:
                 return False
+            if isinstance(node, OrderNode) and node.inflight:
+                return False
             digests.add(repr(node.store.digest()))
         return len(digests) == 1
 
     def _state(self) -> str:
         """Where every process stands (for a liveness failure)."""
-        lines = [f"frontend up={self.frontend.host.up} view={self.frontend.view()}"]
+        views = {tier: self.frontend.view(tier) for tier in self.tiers}
+        lines = [f"frontend up={self.frontend.host.up} views={views}"]
         for name, node in sorted(self.replicas.items()):
             core, store = node.core, node.store
             inflight = None if core is None or core.inflight is None else core.inflight.kind
@@ -400,6 +455,16 @@ class World:
                 f"peers={None if core is None else core.peers} "
                 f"queue={None if node.driver is None else len(node.driver.queue)} "
                 f"store=(epoch {store.epoch}, commit {store.commit_seq}, open {store.open})"
+            )
+        if ORDER_TIER in self.tiers:
+            catalog = self.replicas[self.tiers[TIER][0]].store.rows["purchases"]
+            sold = {str(key) for key, row in catalog.items() if row["status"] == "ok"}
+            ordered = {
+                str(key) for key in self.replicas[self.tiers[ORDER_TIER][0]].store.rows["orders"]
+            }
+            lines.append(
+                f"orders == sales? sales without an order: {sorted(sold - ordered)}; "
+                f"orders without a sale: {sorted(ordered - sold)}"
             )
         waiting = [client.name for client in self.clients if not client.finished]
         lines.append(f"clients not finished: {waiting}")

@@ -83,9 +83,10 @@ class Checks:
     """The incremental checks (`sim_replica.Observer`)."""
 
     replicas: dict[str, ReplicaNode] = field(default_factory=dict)
-    canonical: dict[int, Entry] = field(default_factory=dict)
-    committers: dict[int, tuple[str, int]] = field(default_factory=dict)
-    newest_epoch: int = 0  # the newest epoch in which a primary committed
+    canonical: dict[str, dict[int, Entry]] = field(default_factory=dict)  # per tier
+    committers: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
+    newest_epoch: dict[str, int] = field(default_factory=dict)  # per tier: the newest epoch
+    # in which a primary committed
     durable: dict[str, tuple[int, int]] = field(default_factory=dict)
     reads: list[SeenRead] = field(default_factory=list)
     acked: dict[str, tuple[Command, Outcome]] = field(default_factory=dict)
@@ -93,8 +94,9 @@ class Checks:
     installed: dict[str, View] = field(default_factory=dict)
 
     def committed(self, node: str, entries: Sequence[Entry]) -> None:
+        canonical = self.canonical.setdefault(self.replicas[node].tier, {})
         for entry in entries:
-            known = self.canonical.setdefault(entry.seq, entry)
+            known = canonical.setdefault(entry.seq, entry)
             if known != entry:
                 raise Violation(
                     f"{node} committed {describe(entry)} but seq {entry.seq} was committed "
@@ -105,15 +107,16 @@ class Checks:
         core = node.live_core()
         epoch = core.epoch
         process = (node.name, node.host.incarnation)
-        first = self.committers.setdefault(epoch, process)
+        first = self.committers.setdefault((node.tier, epoch), process)
         if first != process:
             raise Violation(f"two processes commit in epoch {epoch}: {first} and {process}")
-        if epoch < self.newest_epoch:
+        newest = self.newest_epoch.get(node.tier, 0)
+        if epoch < newest:
             raise Violation(
                 f"{node.name} commits seq {entry.seq} in epoch {epoch} after a primary "
-                f"committed in epoch {self.newest_epoch}"
+                f"committed in epoch {newest}"
             )
-        self.newest_epoch = epoch
+        self.newest_epoch[node.tier] = epoch
         view = core.view
         assert view is not None
         for backup in view.backups:
@@ -190,10 +193,20 @@ def check_end(
     open_ops = [op for op in history.operations if op.open]
     if open_ops:
         raise Violation(f"liveness: {len(open_ops)} client operations never completed")
+    catalogs = {n: store for n, store in stores.items() if checks.replicas[n].tier == "catalog"}
+    orders = {n: store for n, store in stores.items() if checks.replicas[n].tier == "order"}
     for name, store in sorted(stores.items()):
-        _check_store(checks, name, store)
+        canonical = checks.canonical.get(checks.replicas[name].tier, {})
+        for seq, entry in sorted(store.log.items()):  # what pruning left of the log
+            if seq <= store.commit_seq and entry != canonical.get(seq):
+                raise Violation(f"{name}: committed seq {seq} differs from the canonical log")
+        store.check_all()
+    for name, store in sorted(catalogs.items()):
+        _check_catalog(checks, name, store)
+    final = next(iter(catalogs.values()))
+    for name, store in sorted(orders.items()):
+        _check_orders(checks, name, store, final)
     _check_reads(checks, initial)
-    final = next(iter(stores.values()))
     operations = [resolve(op, checks.commands, final, end_s) for op in history.operations]
     verdict = checker.check(operations, initial)
     if not verdict.linearizable:
@@ -225,11 +238,7 @@ def resolve(
     return dataclasses.replace(operation, complete_s=end_s, outcome="ok", result=result)
 
 
-def _check_store(checks: Checks, name: str, store: SimStore) -> None:
-    for seq, entry in sorted(store.log.items()):  # what pruning left of the log
-        if seq <= store.commit_seq and entry != checks.canonical.get(seq):
-            raise Violation(f"{name}: committed seq {seq} differs from the canonical log")
-    store.check_all()
+def _check_catalog(checks: Checks, name: str, store: SimStore) -> None:
     for key, (command, outcome) in sorted(checks.acked.items()):
         table = "purchases" if isinstance(command, Buy) else "restocks"
         row = store.rows[table].get(key)
@@ -241,6 +250,25 @@ def _check_store(checks: Checks, name: str, store: SimStore) -> None:
             raise Violation(f"{name} holds {row} for {command}, whose client got {outcome}")
 
 
+def _check_orders(checks: Checks, name: str, store: SimStore, catalog: SimStore) -> None:
+    """Orders == sales: every sale the catalog made has exactly one order (the store keeps
+    one per key), with its book and quantity, and no order exists without its sale."""
+    sales = {key: row for key, row in catalog.rows["purchases"].items() if row["status"] == "ok"}
+    orders = store.rows["orders"]
+    for key, sale in sorted(sales.items(), key=lambda item: str(item[0])):
+        order = orders.get(key)
+        if order is None:
+            raise Violation(f"{name}: the sale {sale} has no order")
+        if (order["book_id"], order["quantity"]) != (sale["book_id"], sale["quantity"]):
+            raise Violation(f"{name}: the order {order} differs from its sale {sale}")
+    extra = sorted(str(key) for key in set(orders) - set(sales))
+    if extra:
+        raise Violation(f"{name}: orders without a sale: {extra}")
+    for key, (command, outcome) in sorted(checks.acked.items()):
+        if isinstance(command, Buy) and outcome.status == "ok" and key not in orders:
+            raise Violation(f"{name}: the acknowledged purchase {command} has no order")
+
+
 def _check_reads(checks: Checks, initial: Mapping[int, int]) -> None:
     for read in checks.reads:
         epoch, seq = read.version
@@ -248,7 +276,7 @@ def _check_reads(checks: Checks, initial: Mapping[int, int]) -> None:
             if read.stock != initial[read.book_id]:
                 raise Violation(f"a read returned {read}, never the initial stock")
             continue
-        entry = checks.canonical.get(seq)
+        entry = checks.canonical.get("catalog", {}).get(seq)
         images = (
             []
             if entry is None or entry.epoch != epoch

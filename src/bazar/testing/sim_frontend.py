@@ -52,9 +52,10 @@ class WriteOp:
 
     client: Call
     command: Command
+    tier: str
     keyed: bool
     deadline_ms: int
-    failovers: int = 0  # the failover count when the attempt started
+    failovers: int = 0  # the tier's failover count when the attempt started
     backend: Call | None = None
     wake: int = 0  # bumped to cancel a pending wake-up
 
@@ -105,7 +106,7 @@ class FrontendNode:
         self.balancer = RoundRobin()
         self.failed_until_ms: dict[str, int] = {}
         self.writes: dict[int, WriteOp] = {}  # by client call
-        self.failovers = 0  # primary changes installed (`Frontend.failover` events)
+        self.failovers = dict.fromkeys(views, 0)  # primary changes installed, per tier
         self.serving_calls: dict[int, Call] = {}
         network.handlers[FRONTEND] = self.handle
 
@@ -116,8 +117,8 @@ class FrontendNode:
         assert self.manager is not None
         return self.manager
 
-    def view(self) -> View | None:
-        return None if self.manager is None else self.manager.views[TIER]
+    def view(self, tier: str = TIER) -> View | None:
+        return None if self.manager is None else self.manager.views[tier]
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -177,9 +178,12 @@ class FrontendNode:
         )
         if view.primary == old.primary:
             return
-        self.cache.primary_changed()
-        self.failovers += 1
+        if view.tier == TIER:
+            self.cache.primary_changed()
+        self.failovers[view.tier] += 1
         for op in list(self.writes.values()):
+            if op.tier != view.tier:
+                continue
             backend = op.backend
             if backend is None:
                 op.wake += 1
@@ -224,14 +228,16 @@ class FrontendNode:
         """`Frontend._write`: to the current primary, retried on a definite refusal (and,
         for a keyed write, after a failover gave it up) until `write_retry_deadline_ms`."""
         deadline_ms = self.now() + self.limits.write_retry_deadline_ms
-        op = WriteOp(client, command, isinstance(command, Buy), deadline_ms)
+        # Purchases go to the order tier when there is one (it sells at the catalog).
+        tier = "order" if isinstance(command, Buy) and "order" in self.stored else TIER
+        op = WriteOp(client, command, tier, isinstance(command, Buy), deadline_ms)
         self.writes[client.ident] = op
         self._write_attempt(op)
 
     def _write_attempt(self, op: WriteOp) -> None:
         """`Frontend._write_once`."""
-        view = self.live().views[TIER]
-        op.failovers = self.failovers
+        view = self.live().views[op.tier]
+        op.failovers = self.failovers[op.tier]
         op.backend = self.network.call(
             FRONTEND,
             view.primary,
@@ -246,7 +252,7 @@ class FrontendNode:
             self._write_done(op, answer)
             return
         assert isinstance(answer, Failure), answer
-        failover = self.failovers != op.failovers
+        failover = self.failovers[op.tier] != op.failovers
         past_deadline = self.now() >= op.deadline_ms
         if answer.reason in REFUSALS:
             retry = not past_deadline

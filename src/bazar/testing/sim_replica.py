@@ -97,6 +97,31 @@ class WriteRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class SalesRequest:
+    """GET /internal/sales (the catalog primary's completed sales after `after`)."""
+
+    after: tuple[int, str]
+    limit: int
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Sale:
+    seq: int
+    key: str
+    book_id: int
+    quantity: int
+
+    @property
+    def mark(self) -> tuple[int, str]:
+        return (self.seq, self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class SalesPage:
+    sales: tuple[Sale, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CommitPointRequest:
     """GET /internal/commit."""
 
@@ -126,6 +151,17 @@ class Observer(Protocol):
 Step = Callable[[int], Ready]
 
 
+@dataclass(frozen=True, slots=True)
+class Internal:
+    """A write the process submits itself (the order tier's purchases and reconciler):
+    `done(result, error)` is called when the driver settles it."""
+
+    done: Callable[[Outcome | None, BazarError | None], None]
+
+
+Handle = Call | Internal
+
+
 class ReplicaNode:
     """A replica process and its durable store; the driver's `Host`."""
 
@@ -142,8 +178,10 @@ class ReplicaNode:
         store: SimStore,
         disk: random.Random,
         controls: Controls = SAFE,
+        tier: str = TIER,
     ) -> None:
         self.name = name
+        self.tier = tier
         self.loop = loop
         self.host: Host = loop.hosts[name]
         self.network = network
@@ -154,7 +192,7 @@ class ReplicaNode:
         self.store = store
         self.disk = disk
         self.controls = controls
-        self.driver: Driver[Command, Outcome, Call] | None = None
+        self.driver: Driver[Command, Outcome, Handle] | None = None
         self.busy = False  # a step runs (the runtime's lock)
         self.waiting: deque[Callable[[], None]] = deque()
         self.serving_calls: dict[int, Call] = {}
@@ -165,7 +203,7 @@ class ReplicaNode:
     def core(self) -> Replica | None:
         return None if self.driver is None else self.driver.core
 
-    def live(self) -> Driver[Command, Outcome, Call]:
+    def live(self) -> Driver[Command, Outcome, Handle]:
         assert self.driver is not None, f"{self.name} is not running"
         return self.driver
 
@@ -181,11 +219,12 @@ class ReplicaNode:
         core = boot(
             self.store,
             name=self.name,
-            tier=TIER,
+            tier=self.tier,
             pid=self.starts,
             incarnation=f"{self.name}.{self.host.incarnation}",
             timing=self.timing,
-            notify=invalidation,  # the catalog's own (`catalog/service.py`)
+            # The catalog's own invalidation (`catalog/service.py`); orders are not cached.
+            notify=invalidation if self.tier == TIER else None,
         )
         self.driver = Driver(
             core,
@@ -249,10 +288,14 @@ class ReplicaNode:
             assert isinstance(message, Invalidate)
             self._call(FRONTEND, message, self.limits.read_timeout_ms, send)
 
-    def settle(self, handle: Call, result: Outcome | None, error: BazarError | None) -> None:
-        self._answer(handle, result if error is None else failure_of(error))
+    def settle(self, handle: Handle, result: Outcome | None, error: BazarError | None) -> None:
+        if isinstance(handle, Internal):
+            handle.done(result, error)
+        else:
+            self._answer(handle, result if error is None else failure_of(error))
 
-    def reply(self, handle: Call, reply: AppendReply) -> None:
+    def reply(self, handle: Handle, reply: AppendReply) -> None:
+        assert isinstance(handle, Call)
         self.network.reply(handle, reply)
 
     def log(self, line: str) -> None:
@@ -260,7 +303,7 @@ class ReplicaNode:
 
     # ---------------------------------------------------------------- steps
 
-    def step(self, event: Step, reply_to: Call | None = None) -> None:
+    def step(self, event: Step, reply_to: Handle | None = None) -> None:
         """One driver step (`ReplicaRuntime.step`): queued while another runs."""
         if self.busy:
             self.waiting.append(partial(self.step, event, reply_to))
@@ -348,6 +391,8 @@ class ReplicaNode:
         elif isinstance(request, ReadRequest):
             self.serving_calls[call.ident] = call
             self._read(call, request.book_id)
+        elif isinstance(request, SalesRequest):
+            self.network.reply(call, self._sales(request))
         else:
             assert isinstance(request, WriteRequest), request
             self.serving_calls[call.ident] = call
@@ -393,6 +438,26 @@ class ReplicaNode:
         self._persisted(ready, complete)
 
     # ---------------------------------------------------------------- reads
+
+    def _sales(self, request: SalesRequest) -> SalesPage | Failure:
+        """`CatalogService._sales`: from the primary only, while it serves, so that the page
+        holds every sale committed before it was read."""
+        driver = self.live()
+        if driver.core.role != "primary":
+            return Failure("not_primary", definite=True)
+        try:
+            driver.check_readable()
+        except BazarError as error:
+            return failure_of(error)
+        sales = sorted(
+            Sale(
+                as_int(row["seq"]), str(row["key"]), as_int(row["book_id"]), as_int(row["quantity"])
+            )
+            for row in self.store.rows["purchases"].values()
+            if row["status"] == "ok"
+        )
+        after = [sale for sale in sales if sale.mark > request.after]
+        return SalesPage(tuple(after[: request.limit]))
 
     def _read(self, call: Call, book_id: int) -> None:
         """`CatalogService._book` + `ReplicaRuntime.committed_overlay`."""
