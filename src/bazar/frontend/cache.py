@@ -30,7 +30,9 @@ NO_VERSION: Version = (0, 0)
 
 
 @dataclass(frozen=True, slots=True)
-class Entry:
+class Cached:
+    """One stored answer (not a log `wire.Entry`)."""
+
     body: bytes
     books: tuple[int, ...]
     stored_ms: int
@@ -40,7 +42,7 @@ class Entry:
 class Cache:
     entries_max: int
     ttl_ms: int
-    entries: OrderedDict[str, Entry] = field(default_factory=OrderedDict)
+    entries: OrderedDict[str, Cached] = field(default_factory=OrderedDict)
     invalidated: dict[int, Version] = field(default_factory=dict)
     shown_in: dict[int, set[str]] = field(default_factory=dict)
     hits: int = 0
@@ -111,7 +113,7 @@ class Cache:
                 return False
         if key in self.entries:
             self._drop(key)
-        self.entries[key] = Entry(body=body, books=books, stored_ms=now_ms)
+        self.entries[key] = Cached(body=body, books=books, stored_ms=now_ms)
         for book in books:
             self.shown_in.setdefault(book, set()).add(key)
         while len(self.entries) > self.entries_max:
