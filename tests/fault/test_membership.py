@@ -37,7 +37,7 @@ import pytest
 
 from bazar.config import Node, load_cluster, with_replica, write_cluster
 from bazar.testing.clients import Ledger, wait_for_acks
-from bazar.testing.cluster import Cluster, free_port, served_by_hand, wait_until
+from bazar.testing.cluster import Cluster, free_port, running, served_by_hand, wait_until
 from bazar.testing.failover import (
     STOCKS,
     Event,
@@ -254,6 +254,44 @@ def test_membership_refusals(tmp_path: Path) -> None:
         assert status == 200, body
         status, body = admin(cluster, "DELETE", "/admin/replicas/order-1", None)
         assert (status, body["error"]["code"]) == (409, "last_replica"), body
+
+
+def on_disk(cluster: Cluster) -> tuple[str, list[str]]:
+    """The cluster file `bazar up` starts replicas from, and what the data dir holds."""
+    cluster_file = cluster.data_dir / "cluster.toml"
+    return cluster_file.read_text(), sorted(entry.name for entry in cluster.data_dir.iterdir())
+
+
+def test_add_beyond_replicas_max_is_409_and_starts_nothing(tmp_path: Path) -> None:
+    """A service has at most `[limits] replicas_max` replicas (3 here, beside 2 + 2): a third
+    catalog replica is added, a fourth is refused with 409 `too_many_replicas`, started by
+    `bazar up` or registered by URL alike, before anything is written or started (the cluster
+    file that `bazar up` starts replicas from, the view, the data dir are as they were); the
+    order service, which has room, still takes one."""
+    with running(tmp_path / "cluster", restart=False, replicas_max=3) as cluster:
+        status, body = admin(cluster, "POST", "/admin/replicas", {"service": "catalog"})
+        assert (status, body["data"]["name"]) == (202, "catalog-3"), body
+        expect(
+            lambda: listed(cluster, "catalog-3", ("in_sync",)),
+            JOIN_DEADLINE_S,
+            "catalog-3 in sync by itself",
+            lambda: str(cluster.cluster_info()["catalog"]),
+        )
+        before = on_disk(cluster)
+        view = cluster.cluster_info()["catalog"]
+        # (The limit is checked first: nothing answers at this URL, and nobody asks.)
+        for request in (
+            {"service": "catalog"},
+            {"service": "catalog", "url": "http://127.0.0.1:9"},
+        ):
+            status, body = admin(cluster, "POST", "/admin/replicas", request)
+            assert (status, body["error"]["code"]) == (409, "too_many_replicas"), body
+        after = cluster.cluster_info()["catalog"]
+        assert (after["epoch"], len(after["replicas"])) == (view["epoch"], 3), after
+        assert on_disk(cluster) == before
+        assert not (cluster.data_dir / "logs" / "catalog-4.log").exists()
+        status, body = admin(cluster, "POST", "/admin/replicas", {"service": "order"})
+        assert (status, body["data"]["name"]) == (202, "order-3"), body
 
 
 def test_replica_started_elsewhere_is_registered_by_url_and_joins(tmp_path: Path) -> None:

@@ -120,6 +120,7 @@ ERROR_EXAMPLES: tuple[tuple[str, str, str], ...] = (
     ("unauthorized", "Unauthorized", "missing or wrong admin token"),
     ("last_replica", "Last replica", "catalog-1 is the only in-sync replica of catalog"),
     ("not_in_sync", "Not in sync", "catalog-2 is not an in-sync backup of catalog"),
+    ("too_many_replicas", "Too many replicas", "catalog has 9 replicas, the most it may have"),
     ("payload_too_large", "Body too large", "request body exceeds 65536 bytes"),
     ("unsupported_media_type", "Unsupported media type", "content type text/plain"),
     ("unavailable", "Unavailable", "no primary can take writes now; retry with the same key"),
@@ -688,6 +689,11 @@ def add_replica_operation() -> Json:
     operation["responses"] = {
         "202": json_response("The new replica, catching up.", "ReplicaData", added),
         "401": unauthorized_response(),
+        "409": error_response(
+            "The service already has `[limits] replicas_max` replicas (default 9); nothing "
+            "was started.",
+            ("too_many_replicas",),
+        ),
         "413": too_large_response(),
         "422": invalid(
             "Bad body, or no new replica of the service answers at `url`.",
