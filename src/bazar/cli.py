@@ -143,8 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", default="./data")
     up.add_argument("--port", type=int, default=DEFAULT_FRONTEND_PORT)
     up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--catalog-replicas", type=int, default=2)
-    up.add_argument("--order-replicas", type=int, default=2)
+    up.add_argument("--catalog-replicas", type=_positive_int, default=2)
+    up.add_argument("--order-replicas", type=_positive_int, default=2)
     up.add_argument("--no-restart", action="store_true")
     up.add_argument("--no-cache", action="store_true", help="serve every read from a replica")
     up.add_argument("--cache-entries", type=int, default=10_000, help="cache size bound")
@@ -157,6 +157,8 @@ def _parser() -> argparse.ArgumentParser:
         "(with the admin token)",
     )
     up.add_argument("--read-timeout-ms", type=int, default=None, help=argparse.SUPPRESS)
+    # `[limits] replicas_max` of the cluster file, for tests that reach it with few replicas.
+    up.add_argument("--replicas-max", type=_positive_int, default=None, help=argparse.SUPPRESS)
     up.add_argument(
         "--log-entries-max",
         type=_positive_int,
@@ -227,21 +229,26 @@ def _up(args: argparse.Namespace) -> int:
 
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    cluster = plan_cluster(
-        data_dir=data_dir,
-        host=args.host,
-        port=args.port,
-        catalog_replicas=args.catalog_replicas,
-        order_replicas=args.order_replicas,
-        catalog_file=args.catalog,
-        cache_enabled=not args.no_cache,
-        cache_entries_max=args.cache_entries,
-        cache_ttl_ms=args.cache_ttl_ms,
-        test_hooks=args.test_hooks,
-        read_timeout_ms=args.read_timeout_ms,
-        log_entries_max=args.log_entries_max,
-        min_in_sync=args.min_in_sync,
-    )
+    try:
+        cluster = plan_cluster(
+            data_dir=data_dir,
+            host=args.host,
+            port=args.port,
+            catalog_replicas=args.catalog_replicas,
+            order_replicas=args.order_replicas,
+            catalog_file=args.catalog,
+            cache_enabled=not args.no_cache,
+            cache_entries_max=args.cache_entries,
+            cache_ttl_ms=args.cache_ttl_ms,
+            test_hooks=args.test_hooks,
+            read_timeout_ms=args.read_timeout_ms,
+            log_entries_max=args.log_entries_max,
+            min_in_sync=args.min_in_sync,
+            replicas_max=args.replicas_max,
+        )
+    except ValueError as error:  # more replicas than a service may have
+        print(f"error usage: {error}", file=sys.stderr)
+        return 2
     smallest = min(args.catalog_replicas, args.order_replicas)
     if args.min_in_sync > smallest:
         print(

@@ -82,6 +82,11 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     read_deadline_ms: int = 4000
     """How long the front end keeps retrying a read over the replicas (through a failover)."""
     membership_timeout_ms: int = 10_000
+    replicas_max: int = 9
+    """Replicas of one service at most, whatever their state: `POST /admin/replicas` beyond
+    it is refused (409 `too_many_replicas`) before anything is started, and a cluster file
+    that lists more is invalid. Each replica costs the primary a stream of Appends and every
+    write a wait for one more backup."""
     log_entries_max: int = 10_000
     """Committed entries a replica keeps; a replica that needs older ones gets a snapshot."""
     snapshot_timeout_ms: int = 10_000
@@ -111,6 +116,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             "head_bytes_max",
             "connections_max",
             "inflight_requests_max",
+            "replicas_max",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"limits.{name} must be at least 1, not {getattr(self, name)}")
@@ -165,6 +171,13 @@ class Cluster(
         """Raises: ValueError (msgspec.ValidationError when loaded from a file)."""
         if self.min_in_sync < 1:
             raise ValueError(f"min_in_sync must be at least 1, not {self.min_in_sync}")
+        for tier in REPLICATED_TIERS:
+            count = len(self.replicas(tier))
+            if count > self.limits.replicas_max:
+                raise ValueError(
+                    f"{tier} lists {count} replicas, more than "
+                    f"limits.replicas_max = {self.limits.replicas_max}"
+                )
 
     def replicas(self, tier: ReplicatedTier) -> tuple[Node, ...]:
         return self.catalog if tier == "catalog" else self.order
@@ -213,6 +226,7 @@ def plan_cluster(
     read_timeout_ms: int | None = None,
     log_entries_max: int | None = None,
     min_in_sync: int = 1,
+    replicas_max: int | None = None,
 ) -> Cluster:
     """Lay out ports: the seed's defaults on the default port, else the next free ports."""
     assert catalog_replicas >= 1
@@ -251,6 +265,7 @@ def plan_cluster(
             LIMITS,
             read_timeout_ms=read_timeout_ms or LIMITS.read_timeout_ms,
             log_entries_max=log_entries_max or LIMITS.log_entries_max,
+            replicas_max=replicas_max or LIMITS.replicas_max,
         ),
     )
 

@@ -104,6 +104,13 @@ class LastReplica(BazarError):
     code = "last_replica"
 
 
+class TooManyReplicas(BazarError):
+    """Adding it would give its service more than `limits.replicas_max` replicas."""
+
+    status = 409
+    code = "too_many_replicas"
+
+
 class NotRunning(BazarError):
     """A process to pause or resume (teaching console) is not running."""
 

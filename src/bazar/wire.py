@@ -389,9 +389,13 @@ class Sell(Struct, frozen=True, tag="sell"):
 
 
 class UpdateBook(Struct, frozen=True, tag="update_book"):
+    """An admin update. Under an `idempotency_key` (the front end always gives one) its
+    result is recorded, so that a retry across a failover is executed at most once."""
+
     book_id: int
     cost_cents: int | None = None
     stock_delta: int = 0
+    idempotency_key: str | None = None
 
 
 CatalogCommand = Sell | UpdateBook
@@ -448,8 +452,12 @@ class SalesPage(Struct, frozen=True):
 
 
 class UpdateResult(Struct, frozen=True):
-    status: Literal["ok", "out_of_stock", "not_found"]
+    """`replayed`: the key's update was recorded by an earlier request (its stored result);
+    `key_reused`: the key names another command (another update, or a sale)."""
+
+    status: Literal["ok", "out_of_stock", "not_found", "key_reused"]
     book: Book | None = None
+    replayed: bool = False
 
 
 # ---------------------------------------------------------------- order commands

@@ -143,10 +143,13 @@ def set_stock(cluster: Cluster, book_id: int, stock: int) -> None:
     assert stock_of(cluster, book_id) == stock
 
 
-def patch(cluster: Cluster, book_id: int, value: object, token: bool = True) -> Reply:
-    return send_json(
-        cluster, "PATCH", f"/books/{book_id}", value, admin(cluster) if token else None
-    )
+def patch(
+    cluster: Cluster, book_id: int, value: object, token: bool = True, key: str | None = None
+) -> Reply:
+    headers = admin(cluster) if token else {}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return send_json(cluster, "PATCH", f"/books/{book_id}", value, headers)
 
 
 def buy(
@@ -751,6 +754,70 @@ def test_patch_bad_body_is_422(cluster: Cluster, body: object) -> None:
     before = book_of(cluster, 6)
     assert_error(patch(cluster, 6, body), 422, "invalid_request")
     assert book_of(cluster, 6) == before
+
+
+def test_patch_idempotency_key_replays_the_first_answer(cluster: Cluster) -> None:
+    """An update is executed at most once per key: a retry gets the first answer (the
+    stock it left then), marked replayed, and changes nothing."""
+    set_stock(cluster, 7, 2)
+    key = new_key()
+    first = patch(cluster, 7, {"stock_delta": 3}, key=key)
+    assert first.status == 200, first
+    assert first.headers.get("idempotency-key") == key
+    assert "idempotent-replayed" not in first.headers
+    assert buy(cluster, 7, 1).status == 200
+    again = patch(cluster, 7, {"stock_delta": 3}, key=key)
+    assert again.status == 200, again
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert again.json == first.json
+    assert stock_of(cluster, 7) == 4
+
+
+def test_patch_without_key_runs_under_a_key_of_its_own(cluster: Cluster) -> None:
+    set_stock(cluster, 7, 2)
+    keys = set()
+    for stock in (3, 4):
+        reply = patch(cluster, 7, {"stock_delta": 1})
+        assert reply.json["data"]["stock"] == stock, reply
+        assert re.fullmatch("[0-9a-f]{32}", reply.headers["idempotency-key"]), reply.headers
+        keys.add(reply.headers["idempotency-key"])
+    assert len(keys) == 2
+    refused = patch(cluster, 7, {"stock_delta": -5})
+    assert_error(refused, 409, "out_of_stock")
+    assert "idempotency-key" in refused.headers  # a 409 or a 503 can be retried under it
+
+
+def test_patch_out_of_stock_key_stays_409_after_restock(cluster: Cluster) -> None:
+    set_stock(cluster, 7, 2)
+    key = new_key()
+    assert_error(patch(cluster, 7, {"stock_delta": -3}, key=key), 409, "out_of_stock")
+    cluster.restock(7, 5)
+    again = patch(cluster, 7, {"stock_delta": -3}, key=key)
+    assert_error(again, 409, "out_of_stock")
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert stock_of(cluster, 7) == 7
+
+
+def test_patch_key_of_another_request_is_422_reused(cluster: Cluster) -> None:
+    """A key names one request: another update, or a purchase, under an update's key is
+    refused, and so is an update under a purchase's key; none changes anything."""
+    set_stock(cluster, 6, 10)
+    set_stock(cluster, 7, 10)
+    key, bought = new_key(), new_key()
+    assert patch(cluster, 7, {"stock_delta": 1}, key=key).status == 200
+    assert buy(cluster, 6, 1, key=bought).status == 200
+    orders = all_orders(cluster)
+    for reply in (
+        patch(cluster, 7, {"stock_delta": 2}, key=key),
+        patch(cluster, 6, {"stock_delta": 1}, key=key),
+        patch(cluster, 7, {"stock_delta": 1, "cost": 1}, key=key),
+        patch(cluster, 6, {"stock_delta": 1}, key=bought),
+        buy(cluster, 7, 1, key=key),
+    ):
+        assert_error(reply, 422, "idempotency_key_reused")
+    assert (stock_of(cluster, 6), stock_of(cluster, 7)) == (9, 11)
+    assert book_of(cluster, 7)["cost"] == INITIAL[7][2]
+    assert all_orders(cluster) == orders
 
 
 @pytest.mark.parametrize(

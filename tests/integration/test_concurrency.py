@@ -373,7 +373,11 @@ def test_replicas_are_identical_at_quiescence_after_the_load(sold_out: SoldOut) 
         # the log position: one sale record per key (100 sold, 200 out of stock) on each
         # catalog replica, and 100 orders (one per sale) on each order replica.
         digests = identical_digests(cluster)
-        assert table_rows(digests["catalog"]) == {"books": 2, "sales": SOLD_OUT_BUYERS}
+        assert table_rows(digests["catalog"]) == {
+            "books": 2,
+            "sales": SOLD_OUT_BUYERS,
+            "updates": 0,
+        }
         assert table_rows(digests["order"])["orders"] == SOLD_OUT_STOCK
 
 
@@ -663,9 +667,15 @@ def test_mixed_concurrent_load_conserves_stock_and_is_linearizable(tmp_path: Pat
                 )
 
         # Identical replicas, idempotency records and log position included: every purchase
-        # reached the catalog (each was answered 200 or 409 out_of_stock), so each left one
-        # sale record there, and each confirmed one an order in the order tier.
+        # and every restock reached the catalog (each was answered 200 or 409 out_of_stock),
+        # so each left one record under its key there (a sale, an update), and each confirmed
+        # purchase an order in the order tier.
         digests = identical_digests(cluster)
         purchases = sum(1 for op in ledger.history if op.kind == "buy")
-        assert table_rows(digests["catalog"]) == {"books": len(MIXED_STOCKS), "sales": purchases}
+        restocks = sum(1 for op in ledger.history if op.kind == "restock")
+        assert table_rows(digests["catalog"]) == {
+            "books": len(MIXED_STOCKS),
+            "sales": purchases,
+            "updates": restocks,
+        }
         assert table_rows(digests["order"])["orders"] == len(ledger.confirmed)

@@ -24,8 +24,10 @@ never by status alone; everything else goes to the built-in check unchanged. The
 not loosened for them.
 - An integer written with a fraction (`{"stock_delta": -40.0}`): JSON Schema counts `-40.0`
   as an integer, SPEC §8 deliberately wants the JSON integer syntax (`2.0` -> 422).
-- An `Idempotency-Key` this run already used for a purchase of another book or quantity:
-  422 `idempotency_key_reused` is the key's history, not the request's shape.
+- An `Idempotency-Key` this run already used for another request (a purchase of another
+  book or quantity, an update of another book or with other values, a purchase for an
+  update or the reverse): 422 `idempotency_key_reused` is the key's history, not the
+  request's shape.
 - An `after` cursor that names no order (GET /orders/{after} is 404): 422 by SPEC §8.
 """
 
@@ -77,7 +79,7 @@ class SpecRefusals:
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
-        self.keys: dict[str, tuple[str, int]] = {}  # key -> (book, quantity) first stored
+        self.keys: dict[str, Command] = {}  # key -> the request first stored under it
 
     def after_response(self, ctx: CheckContext, response: Response, case: AnyCase) -> bool | None:
         excuse = self.excuse(case, response)
@@ -94,24 +96,25 @@ class SpecRefusals:
         code = error_code(response)
         if code == "invalid_request" and integer_written_with_fraction(case.body):
             return "integer written with a fraction"
-        if code == "idempotency_key_reused" and self.key_used_for_another_purchase(case):
-            return "Idempotency-Key used for another purchase"
+        if code == "idempotency_key_reused" and self.key_used_for_another_request(case):
+            return "Idempotency-Key used for another request"
         if code == "invalid_request" and self.cursor_names_no_order(case):
             return "`after` names no order"
         return None
 
-    def key_used_for_another_purchase(self, case: AnyCase) -> bool:
+    def key_used_for_another_request(self, case: AnyCase) -> bool:
         key = idempotency_key(case)
         first = self.keys.get(key) if key is not None else None
-        return first is not None and first != purchase_of(case)
+        return first is not None and first != command_of(case)
 
     def remember_key(self, case: AnyCase, response: Response) -> None:
-        """A key is stored with the answers that reached the catalog: 200 and out_of_stock."""
+        """A key is stored with the answers that reached the catalog: 200 and out_of_stock
+        (an update that changes nothing is a read: it stores nothing)."""
         key = idempotency_key(case)
-        purchase = purchase_of(case)
+        command = command_of(case)
         stored = response.status_code == 200 or error_code(response) == "out_of_stock"
-        if key is not None and purchase is not None and stored:
-            self.keys.setdefault(key, purchase)
+        if key is not None and command is not None and command != no_update(command) and stored:
+            self.keys.setdefault(key, command)
 
     def cursor_names_no_order(self, case: AnyCase) -> bool:
         after = (case.query or {}).get("after")
@@ -144,17 +147,37 @@ def integer_written_with_fraction(body: object) -> bool:
     return any(isinstance(body.get(name), float) for name in INTEGER_FIELDS)
 
 
-def purchase_of(case: AnyCase) -> tuple[str, int] | None:
-    """(book, quantity) of a purchase whose body gives an integer quantity."""
-    if not case.operation.path.startswith("/purchase/"):
-        return None
+Command = tuple[str, str, object, object]
+"""What a key is stored for: ("purchase", book, quantity, None) or ("update", book,
+stock_delta, cost)."""
+
+
+def command_of(case: AnyCase) -> Command | None:
+    """The purchase or update a request asks for, if its body gives integer numbers."""
+    if case.operation.path.startswith("/purchase/"):
+        return purchase_of(case)
+    if case.operation.path.startswith("/books/") and isinstance(case.body, dict):
+        delta, cost = case.body.get("stock_delta", 0), case.body.get("cost")
+        if not isinstance(delta, int) or isinstance(delta, bool):
+            return None
+        return "update", book_of((case.path_parameters or {}).get("id")), delta, cost
+    return None
+
+
+def no_update(command: Command) -> Command:
+    """The update of `command`'s book that changes nothing."""
+    return "update", command[1], 0, None
+
+
+def purchase_of(case: AnyCase) -> Command | None:
+    """A purchase whose body gives an integer quantity."""
     body: Any = case.body if isinstance(case.body, dict) else {}
     quantity = body.get("quantity", body.get("item_number", 1))
     if isinstance(quantity, str) and quantity.isascii() and quantity.isdigit():
         quantity = int(quantity)  # a form field is text
     if not isinstance(quantity, int) or isinstance(quantity, bool):
         return None
-    return book_of((case.path_parameters or {}).get("id")), quantity
+    return "purchase", book_of((case.path_parameters or {}).get("id")), quantity, None
 
 
 def book_of(value: object) -> str:

@@ -117,6 +117,64 @@ def test_a_cluster_file_with_min_in_sync_below_one_is_refused(tmp_path: Path) ->
         load_cluster(path)
 
 
+# ---------------------------------------------------------------- [limits] replicas_max
+
+
+@pytest.mark.usefixtures("fake_supervisor")
+def test_up_writes_replicas_max_to_the_cluster_file(tmp_path: Path) -> None:
+    assert up(tmp_path / "default") == 0
+    assert load_cluster(tmp_path / "default" / CLUSTER_FILE).limits.replicas_max == 9
+    assert up(tmp_path / "three", "--replicas-max", "3") == 0
+    assert load_cluster(tmp_path / "three" / CLUSTER_FILE).limits.replicas_max == 3
+
+
+@pytest.mark.usefixtures("fake_supervisor")
+@pytest.mark.parametrize(
+    "arguments",
+    [("--catalog-replicas", "10"), ("--order-replicas", "4", "--replicas-max", "3")],
+    ids=["catalog-10", "order-4-of-3"],
+)
+def test_up_refuses_more_replicas_than_replicas_max_as_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], arguments: tuple[str, ...]
+) -> None:
+    assert up(tmp_path, *arguments) == 2
+    assert "more than limits.replicas_max" in capsys.readouterr().err
+    assert FakeSupervisor.started == []
+    assert not (tmp_path / CLUSTER_FILE).exists()
+
+
+@pytest.mark.usefixtures("fake_supervisor")
+@pytest.mark.parametrize(
+    "arguments",
+    [("--replicas-max", "0"), ("--catalog-replicas", "0"), ("--order-replicas", "-1")],
+    ids=["replicas-max-0", "catalog-0", "order-minus-1"],
+)
+def test_up_refuses_counts_below_one_as_a_usage_error(
+    tmp_path: Path, arguments: tuple[str, ...]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        up(tmp_path, *arguments)
+    assert exited.value.code == 2
+    assert FakeSupervisor.started == []
+
+
+@pytest.mark.usefixtures("fake_supervisor")
+@pytest.mark.parametrize(
+    ("replicas_max", "error"),
+    [(1, "catalog lists 2 replicas, more than limits.replicas_max = 1"), (0, "at least 1")],
+)
+def test_a_cluster_file_beyond_its_replicas_max_is_refused(
+    tmp_path: Path, replicas_max: int, error: str
+) -> None:
+    assert up(tmp_path, "--replicas-max", "2") == 0
+    path = tmp_path / CLUSTER_FILE
+    text = path.read_text()
+    assert "replicas_max = 2" in text
+    path.write_text(text.replace("replicas_max = 2", f"replicas_max = {replicas_max}"))
+    with pytest.raises(msgspec.ValidationError, match=error):
+        load_cluster(path)
+
+
 # ---------------------------------------------------------------- bazar up --demo
 
 

@@ -648,6 +648,7 @@ def run_membership(command: str, url: str, **options: Any) -> int:
         (error(404, "not_found"), 1),
         (error(409, "last_replica"), 1),
         (error(409, "not_in_sync"), 1),
+        (error(409, "too_many_replicas"), 1),
         (error(401, "unauthorized"), 1),
         (error(422, "invalid_request"), 2),
         (error(503, "unavailable", ("Retry-After", "1")), 3),

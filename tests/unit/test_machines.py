@@ -62,6 +62,17 @@ def stock(store: Store, book_id: int) -> object:
     return row["stock"]
 
 
+def update(key: str, book: int, stock_delta: int, cost_cents: int | None = None) -> UpdateBook:
+    return UpdateBook(
+        book_id=book, stock_delta=stock_delta, cost_cents=cost_cents, idempotency_key=key
+    )
+
+
+def rows(store: Store, table: str) -> int:
+    count: int = store.reader.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return count
+
+
 def book_after(result: catalog.Result) -> Book:
     assert isinstance(result, UpdateResult)
     assert result.book is not None
@@ -114,6 +125,62 @@ def test_update_cannot_take_stock_below_zero(stores: tuple[Store, Store]) -> Non
     assert (book.stock, book.cost) == (0, 19.99)
 
 
+def test_update_retry_with_same_key_is_applied_once(stores: tuple[Store, Store]) -> None:
+    """A retry of a keyed update (the front end's, after a failover) gets the first result,
+    even after the book has changed since, and changes nothing: in a later batch or in the
+    same one."""
+    primary, _ = stores
+    first = run(primary, [update("u", 3, 5, cost_cents=1250)], seq=1)[0]
+    run(primary, [sell("s", 3, 2)], seq=2)
+    again, twice = run(primary, [update("u", 3, 5, 1250), update("u", 3, 5, 1250)], seq=3)
+    assert isinstance(first, UpdateResult)
+    assert not first.replayed
+    assert book_after(first) == Book(
+        id=3, title=book_after(first).title, topic="Undergraduate School", stock=9, cost=12.5
+    )
+    for replay in (again, twice):
+        assert replay == msgspec.structs.replace(first, replayed=True)
+    assert stock(primary, 3) == 7
+    assert rows(primary, "updates") == 1
+    one_batch = run(primary, [update("v", 1, 1), update("v", 1, 1)], seq=4)
+    assert [r.replayed for r in one_batch] == [False, True]
+    assert stock(primary, 1) == 7
+
+
+def test_update_out_of_stock_is_remembered_under_its_key(stores: tuple[Store, Store]) -> None:
+    primary, _ = stores
+    assert run(primary, [update("down", 2, -6)], seq=1)[0].status == "out_of_stock"
+    run(primary, [update("up", 2, 10)], seq=2)
+    replay = run(primary, [update("down", 2, -6)], seq=3)[0]
+    assert replay == UpdateResult(status="out_of_stock", replayed=True)
+    assert stock(primary, 2) == 15
+
+
+def test_update_key_given_to_another_command_is_key_reused(stores: tuple[Store, Store]) -> None:
+    """A key names one command: another book, delta or cost, or a sale's key, is refused,
+    and so is a sale under an update's key; none of them changes anything."""
+    primary, _ = stores
+    run(primary, [update("u", 1, 1), sell("s", 2, 1)], seq=1)
+    refused = [update("u", 2, 1), update("u", 1, 2), update("u", 1, 1, cost_cents=100)]
+    refused += [update("s", 2, 1), update("s", 2, 0)]
+    results = run(primary, [*refused, sell("u", 1, 1)], seq=2)
+    assert [r.status for r in results] == ["key_reused"] * 6
+    assert (stock(primary, 1), stock(primary, 2)) == (7, 4)
+    assert primary.load_meta().commit_seq == 1
+
+
+def test_update_of_unknown_book_or_of_nothing_stores_nothing(
+    stores: tuple[Store, Store],
+) -> None:
+    """A 404 stores nothing (as a sale's); a no-op update (`stock_delta: 0`) is a read."""
+    primary, _ = stores
+    assert run(primary, [update("gone", 99, 1)], seq=1)[0].status == "not_found"
+    noop = run(primary, [update("noop", 4, 0)], seq=1)[0]
+    assert book_after(noop).stock == 3
+    assert rows(primary, "updates") == 0
+    assert primary.load_meta().commit_seq == 0
+
+
 def test_check_constraint_refuses_negative_stock(stores: tuple[Store, Store]) -> None:
     primary, _ = stores
 
@@ -127,7 +194,8 @@ def test_check_constraint_refuses_negative_stock(stores: tuple[Store, Store]) ->
 def test_backup_applying_row_images_reaches_the_primary_state(stores: tuple[Store, Store]) -> None:
     primary, backup = stores
     for seq in range(1, 6):
-        run(primary, [sell(f"k{seq}", seq, 1), UpdateBook(book_id=7, stock_delta=seq)], seq=seq)
+        restock = update(f"u{seq}", 7, seq)
+        run(primary, [sell(f"k{seq}", seq, 1), restock, UpdateBook(book_id=6, cost_cents=seq)], seq)
     entries = primary.read_log(1, None)
     assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
     backup.write_blocking(
@@ -143,7 +211,8 @@ def test_backup_applying_row_images_reaches_the_primary_state(stores: tuple[Stor
     )
     dump = "SELECT * FROM books ORDER BY id"
     sales = "SELECT * FROM sales ORDER BY idempotency_key"
-    for query in (dump, sales):
+    updates = "SELECT * FROM updates ORDER BY idempotency_key"
+    for query in (dump, sales, updates):
         assert [tuple(r) for r in primary.reader.execute(query)] == [
             tuple(r) for r in backup.reader.execute(query)
         ]

@@ -91,6 +91,9 @@ def check_sell(command: Sell, limits: Limits) -> None:
 
 def check_update(command: UpdateBook, limits: Limits) -> None:
     """Raises: InvalidRequest."""
+    if command.idempotency_key is not None:
+        key = {"idempotency-key": command.idempotency_key}
+        idempotency_key(key, limits.idempotency_key_chars_max)
     if command.cost_cents is not None and not 0 <= command.cost_cents <= COST_CENTS_MAX:
         raise InvalidRequest("cost_cents out of range")
     if abs(command.stock_delta) > limits.stock_delta_abs_max:

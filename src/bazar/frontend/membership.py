@@ -3,9 +3,10 @@ one, and move the primary role (switchover), each losing no acknowledged write a
 no read or write.
 
 The decisions are the view manager's (`frontend/views.py`); this adapter sequences them:
-- add: the new member is written to the cluster file (`bazar up` starts the processes it
-  lists; a replica started elsewhere is registered by URL, unmanaged) and to a new view, as
-  catching up; the primary catches it up and joins it (replica rule 8).
+- add: refused while the service has `replicas_max` members; else the new member is written
+  to the cluster file (`bazar up` starts the processes it lists; a replica started elsewhere
+  is registered by URL, unmanaged) and to a new view, as catching up; the primary catches it
+  up and joins it (replica rule 8).
 - switchover: writes through the front end are held (never 503'd) and drained, the view
   naming the new primary is installed, then writes resume on it.
 - remove: the replica is granted no more leases, so it drops out of the view like a dead one
@@ -44,7 +45,14 @@ from bazar.config import (
     without_replica,
     write_cluster,
 )
-from bazar.errors import InvalidRequest, LastReplica, NotFound, NotInSync, Unavailable
+from bazar.errors import (
+    InvalidRequest,
+    LastReplica,
+    NotFound,
+    NotInSync,
+    TooManyReplicas,
+    Unavailable,
+)
 from bazar.frontend.views import ViewManager
 from bazar.http_app import json_response, require_token
 from bazar.replication.process import decode_body
@@ -99,6 +107,7 @@ class Membership:
         require_token(request, self.frontend.secrets.admin_token, "admin token")
         body = await decode_body(request, ReplicaAdd, self.limits.request_bytes_max)
         async with self._lock:
+            self._check_room(body.service)
             name = None if body.url is None else await self._name_at(body.service, body.url)
             node = self._new_node(body.service, body.url, name)
             if node.managed and self.cluster_file is None:
@@ -191,6 +200,18 @@ class Membership:
                 log.warning("transition=replica_still_running node=%s", name)
                 return
             await asyncio.sleep(POLL_S)
+
+    def _check_room(self, tier: ReplicatedTier) -> None:
+        """Before anything is started or written: the service has room for one more.
+
+        Raises: TooManyReplicas.
+        """
+        members = len(self.frontend.views.views[tier].members)
+        if members >= self.limits.replicas_max:
+            raise TooManyReplicas(
+                f"{tier} has {members} replicas, the most it may have "
+                f"(limits.replicas_max = {self.limits.replicas_max})"
+            )
 
     # ---------------------------------------------------------------- names and files
 

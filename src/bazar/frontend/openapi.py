@@ -113,13 +113,14 @@ def example_cluster() -> Json:
 # (code, summary, example message) of every error the public API answers with.
 ERROR_EXAMPLES: tuple[tuple[str, str, str], ...] = (
     ("invalid_request", "Malformed request", "quantity must be an integer in 1..1000"),
-    ("idempotency_key_reused", "Key reused", "idempotency key was used for another purchase"),
+    ("idempotency_key_reused", "Key reused", "idempotency key was used for another request"),
     ("idempotency_key_in_use", "Key in use", "a purchase with this idempotency key is running"),
     ("not_found", "Not found", "no book with id 99"),
     ("out_of_stock", "Out of stock", "book 2 has 0 in stock, 1 requested"),
     ("unauthorized", "Unauthorized", "missing or wrong admin token"),
     ("last_replica", "Last replica", "catalog-1 is the only in-sync replica of catalog"),
     ("not_in_sync", "Not in sync", "catalog-2 is not an in-sync backup of catalog"),
+    ("too_many_replicas", "Too many replicas", "catalog has 9 replicas, the most it may have"),
     ("payload_too_large", "Body too large", "request body exceeds 65536 bytes"),
     ("unsupported_media_type", "Unsupported media type", "content type text/plain"),
     ("unavailable", "Unavailable", "no primary can take writes now; retry with the same key"),
@@ -459,16 +460,18 @@ def purchase_operation(operation_id: str, summary: str) -> Json:
         "summary": summary,
         "description": "Buys `quantity` copies (default 1: no body, an empty body or `{}`). "
         "`item_number` is a synonym of `quantity`; giving both is rejected.",
-        "parameters": [book_id_parameter(), idempotency_key_parameter()],
+        "parameters": [book_id_parameter(), idempotency_key_parameter("purchase")],
         "requestBody": purchase_request_body(),
         "responses": purchase_responses(),
     }
 
 
-def idempotency_key_parameter() -> Json:
+def idempotency_key_parameter(what: str) -> Json:
+    """The `Idempotency-Key` header of a write (`what`: a purchase, an update)."""
     description = (
-        "Makes the purchase exactly once: a retry with the same key gets the first answer "
-        "(a UUID is a good key). Without it the front end generates one per request."
+        f"Makes the {what} exactly once: a retry with the same key gets the first answer "
+        "(a UUID is a good key). Without it the front end generates one per request (and "
+        "names it in the answer's `Idempotency-Key` header)."
     )
     key_chars_max = LIMITS.idempotency_key_chars_max
     schema: Json = {"type": "string", "minLength": 1, "maxLength": key_chars_max}
@@ -477,6 +480,15 @@ def idempotency_key_parameter() -> Json:
     schema["pattern"] = "^[!-~](?:[ -~]*[!-~])?$"
     # No example: "Try it out" would fill it in, and every purchase tried would replay the first.
     return parameter("Idempotency-Key", "header", description, schema)
+
+
+def replayable(response: Json) -> Json:
+    """A write's success, which may be the replay of an earlier one with the same key."""
+    response["headers"] = {
+        "X-Request-Id": header_ref("X-Request-Id"),
+        "Idempotent-Replayed": header_ref("Idempotent-Replayed"),
+    }
+    return response
 
 
 def purchase_request_body() -> Json:
@@ -508,12 +520,8 @@ def purchase_responses() -> Json:
         "PurchaseData",
         {"data": "Purchase done", "order": example_order()},
     )
-    done["headers"] = {
-        "X-Request-Id": header_ref("X-Request-Id"),
-        "Idempotent-Replayed": header_ref("Idempotent-Replayed"),
-    }
     return {
-        "200": done,
+        "200": replayable(done),
         "404": error_response("No book has this id.", ("not_found",)),
         "409": error_response(
             "Not enough stock (the stock is unchanged), or a request with the same key "
@@ -595,9 +603,11 @@ def admin_paths() -> Json:
                 "tags": ["admin"],
                 "summary": "Change a book's cost or stock",
                 "description": "Sets `cost` and/or adds `stock_delta` to the stock. "
-                "`stock_delta: 0` changes nothing. JSON only.",
+                "`stock_delta: 0` changes nothing. JSON only. Executed at most once per "
+                "`Idempotency-Key`: a retry with the same key gets the first answer, even "
+                "across a failover.",
                 "security": [{"admin": []}],
-                "parameters": [book_id_parameter()],
+                "parameters": [book_id_parameter(), idempotency_key_parameter("update")],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -608,7 +618,14 @@ def admin_paths() -> Json:
                     },
                 },
                 "responses": {
-                    "200": json_response("The updated book.", "BookData", {"data": example_book()}),
+                    "200": replayable(
+                        json_response(
+                            "The updated book (or the stored answer of an earlier update "
+                            "with the same key).",
+                            "BookData",
+                            {"data": example_book()},
+                        )
+                    ),
                     "401": unauthorized_response(),
                     "404": error_response("No book has this id.", ("not_found",)),
                     "409": error_response("The stock would go below 0.", ("out_of_stock",)),
@@ -616,12 +633,15 @@ def admin_paths() -> Json:
                     "415": error_response(
                         "A non-empty body that is not JSON.", ("unsupported_media_type",)
                     ),
-                    "422": invalid(
-                        "Bad id or body (`{}` or none, negative cost, more than 2 decimals...).",
-                        "cost must be >= 0 with at most 2 decimals",
+                    "422": error_response(
+                        "Bad id, body (`{}` or none, negative cost, more than 2 decimals...) "
+                        "or key; or the key was used for another request.",
+                        ("invalid_request", "idempotency_key_reused"),
                     ),
                     "503": error_response(
-                        "No primary can take the write now.", ("unavailable",), retry_after=True
+                        "No primary can take the write now; retry with the same key.",
+                        ("unavailable",),
+                        retry_after=True,
                     ),
                 },
             }
@@ -669,6 +689,11 @@ def add_replica_operation() -> Json:
     operation["responses"] = {
         "202": json_response("The new replica, catching up.", "ReplicaData", added),
         "401": unauthorized_response(),
+        "409": error_response(
+            "The service already has `[limits] replicas_max` replicas (default 9); nothing "
+            "was started.",
+            ("too_many_replicas",),
+        ),
         "413": too_large_response(),
         "422": invalid(
             "Bad body, or no new replica of the service answers at `url`.",

@@ -85,6 +85,7 @@ from bazar.wire import (
     PurchaseRequest,
     ReplicaInfo,
     TierInfo,
+    UpdateBook,
     UpdateResult,
     VersionedBook,
     VersionedBookList,
@@ -144,6 +145,26 @@ class ViewStore:
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+async def naming_key(key: str, answer: Awaitable[Response]) -> Response:
+    """Every answer to a write names its key, generated ones included, so that a client
+    can retry a 503 safely even if it sent none."""
+    try:
+        return await answer
+    except BazarError as error:
+        error.headers["Idempotency-Key"] = key
+        raise
+
+
+def key_headers(key: str, *, replayed: bool, uncertain: bool) -> dict[str, str]:
+    """The headers of a write's answer. A replay of our own earlier attempt (given up in a
+    failover: `uncertain`) is still this request's first answer: the client never saw that
+    attempt's, so it is not marked replayed."""
+    headers = {"Idempotency-Key": key}
+    if replayed and not uncertain:
+        headers["Idempotent-Replayed"] = "true"
+    return headers
 
 
 class Frontend:
@@ -284,15 +305,14 @@ class Frontend:
             self.cache.heard_primary(status, views["catalog"])
         return json_response(LeaseReply(views=views, granted=granted))
 
-    async def _write(
-        self, tier: str, call: Callable[[str, int], Awaitable[T]], *, keyed: bool
-    ) -> tuple[T, bool]:
+    async def _write(self, tier: str, call: Callable[[str, int], Awaitable[T]]) -> tuple[T, bool]:
         """A write to the tier's primary: `call(primary's URL, timeout_ms)` makes one attempt.
         A definite refusal (not the primary, no lease, connection refused) is retried, on the
         new primary once a failover has named one, until `write_retry_deadline_ms`; so is a
-        call given up because a failover replaced its primary, but only for a `keyed` write
-        (a purchase: the key makes a second attempt safe). Returns the reply and whether an
-        earlier attempt may have run.
+        call given up because a failover replaced its primary or its batch was abandoned.
+        Every write here carries an idempotency key (a purchase, an admin update), which
+        makes a second attempt safe. Returns the reply and whether an earlier attempt may
+        have run.
 
         Raises: WriteFailed.
         """
@@ -306,7 +326,7 @@ class Frontend:
             lambda: self.failover[tier],
             deadline_s=time.monotonic() + self.limits.write_retry_deadline_ms / 1000,
             retry_ms=self.limits.replicate_retry_ms,
-            keyed=keyed,
+            keyed=True,
             before=gate.wait,
         )
 
@@ -484,15 +504,17 @@ class Frontend:
         quantity = purchase_quantity(
             body, request.headers.get("content-type"), self.limits.quantity_max
         )
+        key = self._key_of(request)
+        return await naming_key(key, self._purchase_with_key(book_id, quantity, key))
+
+    def _key_of(self, request: Request) -> str:
+        """The client's `Idempotency-Key`, else one of our own: every write goes under a
+        key, so that it can be retried across a failover and runs at most once.
+
+        Raises: InvalidRequest (a malformed key).
+        """
         key = idempotency_key(request.headers, self.limits.idempotency_key_chars_max)
-        key = key or uuid.uuid4().hex
-        # Every answer names the key, generated ones included, so that a client can retry
-        # a 503 safely even if it sent none.
-        try:
-            return await self._purchase_with_key(book_id, quantity, key)
-        except BazarError as error:
-            error.headers["Idempotency-Key"] = key
-            raise
+        return key or uuid.uuid4().hex
 
     async def _purchase_with_key(self, book_id: int, quantity: int, key: str) -> Response:
         """Raises: OutOfStock, IdempotencyKeyReused, NotFound, Unavailable."""
@@ -503,16 +525,10 @@ class Frontend:
             self.known_books.add(book_id)
         purchase = PurchaseRequest(idempotency_key=key, book_id=book_id, quantity=quantity)
         try:
-            reply, uncertain = await self._write(
-                "order", partial(self._purchase_call, purchase), keyed=True
-            )
+            reply, uncertain = await self._write("order", partial(self._purchase_call, purchase))
         except WriteFailed as failed:
             raise Unavailable(f"no order primary could take the purchase: {failed}") from None
-        headers = {"Idempotency-Key": key}
-        # A replay of our own earlier attempt (given up in a failover) is still this
-        # request's first answer: the client never saw that attempt's.
-        if reply.replayed and not uncertain:
-            headers["Idempotent-Replayed"] = "true"
+        headers = key_headers(key, replayed=reply.replayed, uncertain=uncertain)
         if reply.status == "completed":
             assert reply.order is not None
             return json_response(
@@ -521,7 +537,7 @@ class Frontend:
         if reply.status == "out_of_stock":
             raise OutOfStock(f"book {book_id} has fewer than {quantity} in stock", headers=headers)
         if reply.status == "key_reused":
-            raise IdempotencyKeyReused("this Idempotency-Key was used for another purchase")
+            raise IdempotencyKeyReused("this Idempotency-Key was used for another request")
         raise NotFound(f"no book {book_id}")
 
     async def _purchase_call(
@@ -550,8 +566,15 @@ class Frontend:
         command = patch_command(
             book_id, body, request.headers.get("content-type"), self.limits.stock_delta_abs_max
         )
+        key = self._key_of(request)
+        command = msgspec.structs.replace(command, idempotency_key=key)
+        return await naming_key(key, self._patch_book_with_key(command, key))
+
+    async def _patch_book_with_key(self, command: UpdateBook, key: str) -> Response:
+        """Raises: NotFound, OutOfStock, IdempotencyKeyReused, Unavailable."""
+        book_id = command.book_id
         try:
-            result, _ = await self._write(
+            result, uncertain = await self._write(
                 "catalog",
                 lambda url, timeout_ms: self.transport.call(
                     "POST",
@@ -560,16 +583,18 @@ class Frontend:
                     body=command,
                     timeout_ms=timeout_ms,
                 ),
-                keyed=False,
             )
         except WriteFailed as failed:
             raise Unavailable(f"no catalog primary could take the update: {failed}") from None
+        headers = key_headers(key, replayed=result.replayed, uncertain=uncertain)
         if result.status == "not_found":
             raise NotFound(f"no book {book_id}")
         if result.status == "out_of_stock":
-            raise OutOfStock(f"the stock of book {book_id} cannot go below 0")
+            raise OutOfStock(f"the stock of book {book_id} cannot go below 0", headers=headers)
+        if result.status == "key_reused":
+            raise IdempotencyKeyReused("this Idempotency-Key was used for another request")
         assert result.book is not None
-        return json_response(BookData(data=result.book))
+        return json_response(BookData(data=result.book), 200, headers)
 
     # ---------------------------------------------------------------- cluster and pages
 

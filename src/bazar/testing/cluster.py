@@ -83,6 +83,7 @@ class Cluster:
         min_in_sync: int | None = None,
         log_format: str = "text",
         demo: bool = False,
+        replicas_max: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.log_format = log_format
@@ -116,6 +117,8 @@ class Cluster:
             self.arguments += ["--log-entries-max", str(log_entries_max)]
         if min_in_sync is not None:
             self.arguments += ["--min-in-sync", str(min_in_sync)]
+        if replicas_max is not None:
+            self.arguments += ["--replicas-max", str(replicas_max)]
         if log_format != "text":  # (the default: so older revisions run too, bench/revisions.py)
             self.arguments += ["--log-format", log_format]
         if demo:
