@@ -22,9 +22,9 @@ from bazar.catalog.machine import COST_CENTS_MAX
 from bazar.config import Cluster, Limits, Node, Secrets
 from bazar.errors import InvalidRequest, NotFound, NotPrimary
 from bazar.http_app import json_response
+from bazar.outcomes import settle
 from bazar.replication.process import ReplicaProcess, decode_body
 from bazar.request import INT64_DIGITS, idempotency_key, page_limit, positive_id
-from bazar.transport import settle
 from bazar.wire import (
     Entry,
     Invalidate,

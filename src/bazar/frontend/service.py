@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from bazar import logs
+from bazar.batcher import ToPrimary
 from bazar.config import REPLICATED_TIERS, Cluster, Secrets
 from bazar.errors import (
     BazarError,
@@ -44,6 +45,7 @@ from bazar.frontend.membership import Membership
 from bazar.frontend.metrics import FrontendMetrics
 from bazar.frontend.views import Leases, ViewManager, initial_view
 from bazar.http_app import build_app, json_response, read_body, require_token
+from bazar.outcomes import outcome_of
 from bazar.replication.process import decode_body
 from bazar.replication.runtime import monotonic_ms
 from bazar.request import (
@@ -54,15 +56,8 @@ from bazar.request import (
     purchase_quantity,
     search_topic,
 )
-from bazar.transport import (
-    ToPrimary,
-    Transport,
-    TransportError,
-    WriteFailed,
-    outcome_of,
-    unless_changed,
-    write_to_primary,
-)
+from bazar.retry import WriteFailed, unless_changed, write_to_primary
+from bazar.transport import Transport, TransportError
 from bazar.wire import (
     BookData,
     BookListData,
@@ -326,7 +321,6 @@ class Frontend:
             lambda: self.failover[tier],
             deadline_s=time.monotonic() + self.limits.write_retry_deadline_ms / 1000,
             retry_ms=self.limits.replicate_retry_ms,
-            keyed=True,
             before=gate.wait,
         )
 

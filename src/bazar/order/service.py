@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from bazar.batcher import ToPrimary
 from bazar.config import Cluster, Node, Secrets
 from bazar.errors import (
     Abandoned,
@@ -37,17 +38,11 @@ from bazar.errors import (
 )
 from bazar.http_app import json_response
 from bazar.order import machine
+from bazar.outcomes import outcome_of, settle
 from bazar.replication.process import ReplicaProcess, decode_body
 from bazar.request import idempotency_key, page_limit, positive_id
-from bazar.transport import (
-    ToPrimary,
-    TransportError,
-    WriteFailed,
-    outcome_of,
-    settle,
-    unless_changed,
-    write_to_primary,
-)
+from bazar.retry import WriteFailed, unless_changed, write_to_primary
+from bazar.transport import TransportError
 from bazar.wire import (
     OrderData,
     OrderPage,
@@ -253,7 +248,6 @@ class OrderService:
                 lambda: self.runtime.failover("catalog"),
                 deadline_s=time.monotonic() + self.limits.sell_timeout_ms / 1000,
                 retry_ms=self.limits.replicate_retry_ms,
-                keyed=True,
             )
         except WriteFailed as failed:
             if failed.uncertain:

@@ -47,20 +47,17 @@ class ClientWrite:
 
 @dataclass(slots=True)
 class WriteOp:
-    """A client's write in progress (`Frontend._write`). `keyed`: a purchase, which its key
-    makes safe to send again after a failover gave up an attempt."""
+    """A client's write in progress (`Frontend._write`). Every write is keyed (a purchase by
+    its key, a restock as an admin update under the key the front end gives it), so an
+    attempt that a failover gave up may be sent again (`transport.write_retry`)."""
 
     client: Call
     command: Command
     tier: str
-    keyed: bool
     deadline_ms: int
     failovers: int = 0  # the tier's failover count when the attempt started
     backend: Call | None = None
     wake: int = 0  # bumped to cancel a pending wake-up
-
-
-REFUSALS = ("not_primary", "refused")  # NotPrimary, Refused: definite
 
 
 @dataclass(slots=True)
@@ -230,7 +227,7 @@ class FrontendNode:
         deadline_ms = self.now() + self.limits.write_retry_deadline_ms
         # Purchases go to the order tier when there is one (it sells at the catalog).
         tier = "order" if isinstance(command, Buy) and "order" in self.stored else TIER
-        op = WriteOp(client, command, tier, isinstance(command, Buy), deadline_ms)
+        op = WriteOp(client, command, tier, deadline_ms)
         self.writes[client.ident] = op
         self._write_attempt(op)
 
@@ -253,15 +250,8 @@ class FrontendNode:
             return
         assert isinstance(answer, Failure), answer
         failover = self.failovers[op.tier] != op.failovers
-        past_deadline = self.now() >= op.deadline_ms
-        if answer.reason in REFUSALS:
-            retry = not past_deadline
-        elif answer.reason == "abandoned":  # `Abandoned`: outcome unknown, keyed writes retry
-            retry = op.keyed and not past_deadline
-        elif answer.transport or answer.reason == "failover":
-            retry = (answer.definite or (op.keyed and failover)) and not past_deadline
-        else:
-            retry = False  # Unavailable from the replica: the client hears it
+        decision = answer.retry(failover)
+        retry = decision is not None and decision.again and self.now() < op.deadline_ms
         if not retry:
             self._write_done(op, Failure("unavailable"))
         elif failover:

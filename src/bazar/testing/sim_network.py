@@ -32,6 +32,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from bazar.retry import Retry, write_retry
+
 Action = Callable[[], None]
 STEPS_MAX = 1_000_000  # a run is about 3,000 steps: this many means events feed themselves
 Done = Callable[[object], None]
@@ -51,6 +53,17 @@ class Failure:
     @property
     def transport(self) -> bool:
         return self.reason in TRANSPORT_REASONS
+
+    def retry(self, failover: bool) -> Retry | None:
+        """The production write-retry rule (`transport.write_retry`) for this failure of a
+        keyed write; None when it is an answer (the caller hears it)."""
+        if self.reason in ("not_primary", "refused"):  # NotPrimary, Refused
+            return write_retry("refused", definite=True, failover=failover)
+        if self.reason == "abandoned":  # Abandoned
+            return write_retry("abandoned", definite=False, failover=failover)
+        if self.transport or self.reason == "failover":  # TransportError (or given up)
+            return write_retry("lost", definite=self.definite, failover=failover)
+        return None
 
 
 @dataclass(slots=True)

@@ -31,7 +31,6 @@ from bazar.testing.sim_replica import (
 ORDER_TIER: Literal["order"] = "order"
 CATALOG_TIER: Literal["catalog"] = "catalog"
 SALES_PAGE_MAX = 4  # small, so that the reconciler pages
-REFUSALS = ("not_primary", "refused")  # definite: the catalog did not sell
 
 
 class OrderNode(ReplicaNode):
@@ -106,7 +105,8 @@ class OrderNode(ReplicaNode):
             assert isinstance(answer, Failure), answer
             now_view = self.live_core().views.get(CATALOG_TIER)
             failover = now_view is not None and now_view.primary != primary
-            retry = answer.reason in REFUSALS or failover or answer.reason == "abandoned"
+            decision = answer.retry(failover)
+            retry = decision is not None and decision.again
             if not retry or self.now_ms() >= deadline_ms:
                 self._finish(buy.key, Failure("unavailable"))
                 return

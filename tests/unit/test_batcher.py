@@ -1,4 +1,4 @@
-"""`transport.Batcher`, the group commit across the order -> catalog hop: calls made while
+"""`batcher.Batcher`, the group commit across the order -> catalog hop: calls made while
 one is out travel together in the next, each caller gets its own result or error, and no
 caller is ever stranded (a failed call, a bug in the reply, a timeout)."""
 
@@ -8,16 +8,11 @@ import asyncio
 
 import pytest
 
+from bazar.batcher import Batcher, ToPrimary, keyed_items_per_call
 from bazar.config import Limits
 from bazar.errors import NotPrimary, Refused, Unavailable
-from bazar.transport import (
-    Batcher,
-    ToPrimary,
-    TransportError,
-    keyed_items_per_call,
-    outcome_of,
-    settle,
-)
+from bazar.outcomes import outcome_of, settle
+from bazar.transport import TransportError
 from bazar.wire import ErrorDetail, Sell, SellBatch, encode
 
 
