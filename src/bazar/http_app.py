@@ -14,7 +14,9 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from typing import TypeVar
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -25,12 +27,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bazar import logs
 from bazar.errors import (
     BazarError,
+    InvalidRequest,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
 )
 from bazar.wire import ErrorBody, ErrorDetail, encode
+
+T = TypeVar("T")
 
 log = logging.getLogger("bazar.http")
 
@@ -182,3 +187,12 @@ def require_token(request: Request, expected: str, what: str) -> None:
     token = bearer_token(request)
     if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
         raise Unauthorized(f"this route requires the {what}")
+
+
+async def decode_body(request: Request, kind: type[T], limit_bytes: int) -> T:
+    """Raises: InvalidRequest, PayloadTooLarge."""
+    body = await read_body(request, limit_bytes)
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.DecodeError as error:
+        raise InvalidRequest(f"bad {kind.__name__}: {error}") from None

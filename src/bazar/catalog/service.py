@@ -21,9 +21,9 @@ from bazar.catalog import machine
 from bazar.catalog.machine import COST_CENTS_MAX
 from bazar.config import Cluster, Limits, Node, Secrets
 from bazar.errors import InvalidRequest, NotFound, NotPrimary
-from bazar.http_app import json_response
+from bazar.http_app import decode_body, json_response
 from bazar.outcomes import settle
-from bazar.replication.process import ReplicaProcess, decode_body
+from bazar.replication.process import ReplicaProcess
 from bazar.request import INT64_DIGITS, idempotency_key, page_limit, positive_id
 from bazar.wire import (
     Entry,

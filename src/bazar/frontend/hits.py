@@ -16,11 +16,11 @@ from types import MappingProxyType
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bazar import logs
+from bazar.clock import monotonic_ms
 from bazar.errors import InvalidRequest
 from bazar.frontend.cache import LIST_KEY, Cache, book_key, topic_key
 from bazar.http_app import request_id
 from bazar.metrics import Metrics
-from bazar.replication.runtime import monotonic_ms
 from bazar.request import search_topic
 
 HIT = MappingProxyType({"cache": "hit"})  # a hit's field in its request line

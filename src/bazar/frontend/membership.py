@@ -32,6 +32,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bazar.clock import monotonic_ms
 from bazar.config import (
     REPLICATED_TIERS,
     Cluster,
@@ -54,9 +55,7 @@ from bazar.errors import (
     Unavailable,
 )
 from bazar.frontend.views import ViewManager
-from bazar.http_app import json_response, require_token
-from bazar.replication.process import decode_body
-from bazar.replication.runtime import monotonic_ms
+from bazar.http_app import decode_body, json_response, require_token
 from bazar.wire import (
     Member,
     ReplicaAdd,

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp
 
 from bazar import logs
 from bazar.batcher import ToPrimary
+from bazar.clock import monotonic_ms
 from bazar.config import REPLICATED_TIERS, Cluster, Secrets
 from bazar.errors import (
     BazarError,
@@ -44,10 +45,8 @@ from bazar.frontend.hits import MISSED, HitPath, wants_fresh
 from bazar.frontend.membership import Membership
 from bazar.frontend.metrics import FrontendMetrics
 from bazar.frontend.views import Leases, ViewManager, initial_view
-from bazar.http_app import build_app, json_response, read_body, require_token
+from bazar.http_app import build_app, decode_body, json_response, read_body, require_token
 from bazar.outcomes import outcome_of
-from bazar.replication.process import decode_body
-from bazar.replication.runtime import monotonic_ms
 from bazar.request import (
     idempotency_key,
     page_limit,

@@ -36,10 +36,10 @@ from bazar.errors import (
     Refused,
     Unavailable,
 )
-from bazar.http_app import json_response
+from bazar.http_app import decode_body, json_response
 from bazar.order import machine
 from bazar.outcomes import outcome_of, settle
-from bazar.replication.process import ReplicaProcess, decode_body
+from bazar.replication.process import ReplicaProcess
 from bazar.request import idempotency_key, page_limit, positive_id
 from bazar.retry import WriteFailed, unless_changed, write_to_primary
 from bazar.transport import TransportError

@@ -19,12 +19,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from bazar.clock import monotonic_ms
 from bazar.config import Cluster, Node, Secrets
 from bazar.errors import InvalidRequest
-from bazar.http_app import build_app, json_response, read_body, require_token
+from bazar.http_app import build_app, decode_body, json_response, read_body, require_token
 from bazar.replication.metrics import ReplicaMetrics
 from bazar.replication.replica import Notify
-from bazar.replication.runtime import SNAPSHOT_HEADER, ReplicaRuntime, monotonic_ms
+from bazar.replication.runtime import SNAPSHOT_HEADER, ReplicaRuntime
 from bazar.replication.storage import Machine, Store
 from bazar.transport import Transport
 from bazar.wire import (
@@ -40,15 +41,6 @@ T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
 
 log = logging.getLogger("bazar.replica")
-
-
-async def decode_body(request: Request, kind: type[T], limit_bytes: int) -> T:
-    """Raises: InvalidRequest, PayloadTooLarge."""
-    body = await read_body(request, limit_bytes)
-    try:
-        return msgspec.json.decode(body, type=kind)
-    except msgspec.DecodeError as error:
-        raise InvalidRequest(f"bad {kind.__name__}: {error}") from None
 
 
 class ReplicaProcess:

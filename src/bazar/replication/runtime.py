@@ -19,12 +19,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Generic, TypeVar
 
+from bazar.clock import monotonic_ms
 from bazar.config import Cluster, Node
 from bazar.errors import BazarError, Unavailable
 from bazar.replication.driver import Driver, boot
@@ -54,10 +54,6 @@ C = TypeVar("C")
 R = TypeVar("R")
 
 log = logging.getLogger("bazar.replication")
-
-
-def monotonic_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
 
 
 def timing_of(cluster: Cluster) -> Timing:
