@@ -1,7 +1,7 @@
 """Is a replica's point read cheaper inline on the event loop or on a thread?
 
 DESIGN.md allows a point read to run inline "where a benchmark shows that it is faster than a
-thread hop"; this is that benchmark. It times `machines.catalog.read_book` on a real WAL
+thread hop"; this is that benchmark. It times `machines.catalog_reads.read_book` on a real WAL
 database (a) inline in a coroutine and (b) through a one-thread executor, as the writer uses,
 with a writer committing (fsync) in the background the whole time.
 
@@ -21,6 +21,8 @@ from functools import partial
 from pathlib import Path
 
 from bazar.catalog import machine as catalog
+from bazar.catalog import reads as catalog_reads
+from bazar.catalog import seed as catalog_seed
 from bazar.replication.storage import Store
 
 READS = 20_000
@@ -43,10 +45,10 @@ async def measure(store: Store) -> dict[str, list[float]]:
     hopped: list[float] = []
     for _ in range(READS):
         started = time.perf_counter_ns()
-        catalog.read_book(store.reader, 1)
+        catalog_reads.read_book(store.reader, 1)
         inline.append((time.perf_counter_ns() - started) / 1000)
         started = time.perf_counter_ns()
-        await loop.run_in_executor(executor, catalog.read_book, store.reader, 1)
+        await loop.run_in_executor(executor, catalog_reads.read_book, store.reader, 1)
         hopped.append((time.perf_counter_ns() - started) / 1000)
     executor.shutdown()
     return {"inline": inline, "thread hop": hopped}
@@ -55,7 +57,7 @@ async def measure(store: Store) -> dict[str, list[float]]:
 def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         store = Store(Path(directory) / "c" / "db", catalog.SCHEMA, catalog.TABLES)
-        store.write_blocking(partial(catalog.seed, books=catalog.load_seed(None)))
+        store.write_blocking(partial(catalog_seed.seed, books=catalog_seed.load_seed(None)))
         stop = threading.Event()
         background = threading.Thread(target=writer, args=(store, stop))
         background.start()

@@ -12,8 +12,8 @@ from urllib.parse import parse_qsl
 import msgspec
 from msgspec import UNSET
 
-from bazar.catalog.machine import COST_CENTS_MAX, cost_to_cents
 from bazar.errors import InvalidRequest, UnsupportedMediaType
+from bazar.money import COST_CENTS_MAX, cost_to_cents
 from bazar.wire import BookPatch, PurchaseBody, UpdateBook
 
 _purchase_decoder = msgspec.json.Decoder(PurchaseBody)

@@ -523,8 +523,4 @@ class PurchaseOutcomes(Struct, frozen=True):
     outcomes: list[PurchaseOutcome]
 
 
-def cents_to_cost(cents: int) -> float:
-    return cents / 100
-
-
 encode = msgspec.json.Encoder().encode

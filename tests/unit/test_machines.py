@@ -12,6 +12,8 @@ import msgspec
 import pytest
 
 from bazar.catalog import machine as catalog
+from bazar.catalog import reads as catalog_reads
+from bazar.catalog import seed as catalog_seed
 from bazar.order import machine as order
 from bazar.replication.storage import Store, begin_batch, commit_batch, stage_entries
 from bazar.wire import (
@@ -35,9 +37,9 @@ from bazar.wire import (
 def stores(tmp_path: Path) -> Iterator[tuple[Store, Store]]:
     primary = Store(tmp_path / "p" / "db", catalog.SCHEMA, catalog.TABLES)
     backup = Store(tmp_path / "b" / "db", catalog.SCHEMA, catalog.TABLES)
-    books = catalog.load_seed(None)
+    books = catalog_seed.load_seed(None)
     for store in (primary, backup):
-        assert store.write_blocking(partial(catalog.seed, books=books))
+        assert store.write_blocking(partial(catalog_seed.seed, books=books))
     yield primary, backup
     primary.close()
     backup.close()
@@ -57,7 +59,7 @@ def sell(key: str, book: int, quantity: int) -> Sell:
 
 
 def stock(store: Store, book_id: int) -> object:
-    row = catalog.read_book(store.reader, book_id)
+    row = catalog_reads.read_book(store.reader, book_id)
     assert row is not None
     return row["stock"]
 
@@ -83,7 +85,7 @@ def test_sell_decrements_only_while_stock_lasts(stores: tuple[Store, Store]) -> 
     primary, _ = stores
     results = run(primary, [sell(f"k{i}", 4, 1) for i in range(5)], seq=1)
     assert [r.status for r in results] == ["ok", "ok", "ok", "out_of_stock", "out_of_stock"]
-    assert catalog.read_book(primary.reader, 4)["stock"] == 0  # type: ignore[index]
+    assert catalog_reads.read_book(primary.reader, 4)["stock"] == 0  # type: ignore[index]
 
 
 def test_sell_replays_the_first_result_and_refuses_other_parameters(
@@ -100,7 +102,7 @@ def test_sell_replays_the_first_result_and_refuses_other_parameters(
     assert again.replayed
     assert msgspec.structs.replace(again, replayed=False) == first
     assert other.status == "key_reused"
-    assert catalog.read_book(primary.reader, 3)["stock"] == 10  # type: ignore[index]
+    assert catalog_reads.read_book(primary.reader, 3)["stock"] == 10  # type: ignore[index]
 
 
 def test_out_of_stock_is_remembered_under_its_key(stores: tuple[Store, Store]) -> None:
@@ -230,9 +232,9 @@ def test_open_batch_is_invisible_to_readers_until_commit(stores: tuple[Store, St
         )
     )
     assert entry is not None
-    assert catalog.read_book(primary.reader, 1)["stock"] == 6  # type: ignore[index]
+    assert catalog_reads.read_book(primary.reader, 1)["stock"] == 6  # type: ignore[index]
     primary.write_blocking(partial(commit_batch, intent=primary.intent, entry=entry))
-    assert catalog.read_book(primary.reader, 1)["stock"] == 5  # type: ignore[index]
+    assert catalog_reads.read_book(primary.reader, 1)["stock"] == 5  # type: ignore[index]
 
 
 def test_completed_sales_page_in_commit_order(stores: tuple[Store, Store]) -> None:
@@ -240,19 +242,19 @@ def test_completed_sales_page_in_commit_order(stores: tuple[Store, Store]) -> No
     run(primary, [sell("b", 1, 1), sell("a", 1, 2), sell("gone", 99, 1)], seq=1)
     run(primary, [sell("c", 4, 5)], seq=2)  # out of stock: no order is owed
     run(primary, [sell("d", 2, 1)], seq=3)
-    everything = catalog.read_sales(primary.reader, SaleMark(seq=0, key=""), 10)
+    everything = catalog_reads.read_sales(primary.reader, SaleMark(seq=0, key=""), 10)
     assert [sale.mark for sale in everything] == [
         SaleMark(1, "a"),
         SaleMark(1, "b"),
         SaleMark(3, "d"),
     ]
     assert (everything[0].book_id, everything[0].quantity) == (1, 2)
-    book = catalog.read_book(primary.reader, 1)
+    book = catalog_reads.read_book(primary.reader, 1)
     assert book is not None
     assert everything[0].title == book["title"]  # for the order service's log line
-    after_a = catalog.read_sales(primary.reader, SaleMark(seq=1, key="a"), 1)
+    after_a = catalog_reads.read_sales(primary.reader, SaleMark(seq=1, key="a"), 1)
     assert [sale.mark for sale in after_a] == [SaleMark(1, "b")]
-    assert catalog.read_sales(primary.reader, SaleMark(seq=3, key="d"), 10) == []
+    assert catalog_reads.read_sales(primary.reader, SaleMark(seq=3, key="d"), 10) == []
 
 
 def test_order_recorded_once_per_key(tmp_path: Path) -> None:

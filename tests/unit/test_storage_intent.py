@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from bazar.catalog import machine as catalog
+from bazar.catalog import reads as catalog_reads
+from bazar.catalog import seed as catalog_seed
 from bazar.replication import storage
 from bazar.replication.storage import (
     Store,
@@ -29,7 +31,7 @@ from bazar.wire import Entry, Sell
 def open_store(path: Path) -> Store:
     store = Store(path / "db", catalog.SCHEMA, catalog.TABLES)
     store.recover()  # (as the driver's `boot` does)
-    store.write_blocking(partial(catalog.seed, books=catalog.load_seed(None)))
+    store.write_blocking(partial(catalog_seed.seed, books=catalog_seed.load_seed(None)))
     return store
 
 
@@ -101,7 +103,7 @@ def test_a_lost_commit_comes_back_staged_from_the_intent(path: Path) -> None:
         meta = store.load_meta()
         assert meta.commit_seq == 1
         assert meta.staged == (lost,)
-        book = catalog.read_book(store.reader, 1)
+        book = catalog_reads.read_book(store.reader, 1)
         assert book is not None
         assert book["stock"] == 5  # "a" sold, "b" staged only
         assert store.intent.entries_after(0) == []  # now in the log; the intent is spent

@@ -12,31 +12,23 @@ apply verbatim.
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import tomllib
 from collections.abc import Mapping
-from decimal import Decimal
-from importlib import resources
-from pathlib import Path
 
-import msgspec
-
+from bazar.catalog.reads import book_from_row
+from bazar.money import cents_to_cost
 from bazar.replication.storage import row_dict, write_row
 from bazar.wire import (
     Book,
     CatalogCommand,
     Change,
     Row,
-    SaleMark,
-    SaleRecord,
     SaleResult,
     Sell,
     UpdateBook,
     UpdateResult,
     Upsert,
     Version,
-    cents_to_cost,
 )
 
 SCHEMA = """
@@ -69,92 +61,12 @@ CREATE TABLE IF NOT EXISTS updates (
 );
 """
 
-COST_CENTS_MAX = 10**15
 TABLES: Mapping[str, str] = {
     "books": "id",
     "sales": "idempotency_key",
     "updates": "idempotency_key",
 }
 Result = SaleResult | UpdateResult
-
-
-class SeedBook(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    id: int
-    title: str
-    topic: str
-    stock: int
-    cost: int | float
-
-
-class SeedFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    books: list[SeedBook]
-
-
-def cost_to_cents(cost: int | float) -> int | None:
-    """Exact cents of a non-negative cost with at most two decimals, else None."""
-    if isinstance(cost, bool) or cost < 0:
-        return None
-    exact = Decimal(repr(cost)) * 100
-    if exact != exact.to_integral_value() or exact > COST_CENTS_MAX:
-        return None
-    return int(exact)
-
-
-def load_seed(path: str | None) -> list[SeedBook]:
-    """Books from a JSON (list or {"books": [...]}) or TOML ([[books]]) file.
-
-    Raises: ValueError for a malformed file.
-    """
-    if path is None:
-        text = (resources.files("bazar") / "data" / "catalog.toml").read_text()
-        raw: object = tomllib.loads(text)
-    elif Path(path).suffix.lower() == ".toml":
-        raw = tomllib.loads(Path(path).read_text())
-    else:
-        raw = json.loads(Path(path).read_text())
-    if isinstance(raw, list):
-        raw = {"books": raw}
-    try:
-        books = msgspec.convert(raw, SeedFile).books
-    except msgspec.ValidationError as error:
-        raise ValueError(f"bad catalog file: {error}") from error
-    for book in books:
-        if book.id <= 0 or book.stock < 0 or cost_to_cents(book.cost) is None:
-            raise ValueError(f"bad book in catalog file: {book}")
-    if len({book.id for book in books}) != len(books):
-        raise ValueError("duplicate book ids in catalog file")
-    return books
-
-
-def seed(conn: sqlite3.Connection, books: list[SeedBook]) -> bool:
-    """Load the initial catalog into an empty database (seq 0, identical on every replica).
-    Returns False when books were already there."""
-    if conn.execute("SELECT 1 FROM books LIMIT 1").fetchone():
-        return False
-    conn.execute("BEGIN IMMEDIATE")
-    for book in books:
-        cents = cost_to_cents(book.cost)
-        assert cents is not None
-        conn.execute(
-            "INSERT INTO books (id, title, topic, stock, cost_cents) VALUES (?, ?, ?, ?, ?)",
-            (book.id, book.title, book.topic, book.stock, cents),
-        )
-    conn.execute("COMMIT")
-    return True
-
-
-def book_from_row(row: sqlite3.Row | Row) -> Book:
-    return Book(
-        id=int(row["id"]),  # type: ignore[arg-type]
-        title=str(row["title"]),
-        topic=str(row["topic"]),
-        stock=int(row["stock"]),  # type: ignore[arg-type]
-        cost=cents_to_cost(int(row["cost_cents"])),  # type: ignore[arg-type]
-    )
-
-
-def row_version(row: sqlite3.Row | Row) -> Version:
-    return (int(row["version_epoch"]), int(row["version_seq"]))  # type: ignore[arg-type]
 
 
 class CatalogMachine:
@@ -301,41 +213,3 @@ def _update_record(command: UpdateBook, key: str, book: sqlite3.Row | None) -> R
         "stock_after": None if book is None else book["stock"],
         "cost_cents_after": None if book is None else book["cost_cents"],
     }
-
-
-# ---------------------------------------------------------------- reads (reader connection)
-
-
-def read_book(conn: sqlite3.Connection, book_id: int) -> Row | None:
-    row = conn.execute("SELECT * FROM books WHERE id = ?", (book_id,)).fetchone()
-    return row_dict(row) if row is not None else None
-
-
-def read_books(conn: sqlite3.Connection) -> list[Row]:
-    return [row_dict(row) for row in conn.execute("SELECT * FROM books ORDER BY id")]
-
-
-def matches_topic(row: Row, topic: str) -> bool:
-    """Case-insensitive substring match on the topic (Unicode-aware, unlike SQLite LIKE)."""
-    return topic.casefold() in str(row["topic"]).casefold()
-
-
-def read_sales(conn: sqlite3.Connection, after: SaleMark, limit: int) -> list[SaleRecord]:
-    """Completed sales after `after`, in commit order: the order tier's reconciler finds
-    those without an order here."""
-    rows = conn.execute(
-        "SELECT s.*, b.title FROM sales s LEFT JOIN books b ON b.id = s.book_id"
-        " WHERE s.status = 'ok' AND (s.seq, s.idempotency_key) > (?, ?)"
-        " ORDER BY s.seq, s.idempotency_key LIMIT ?",
-        (after.seq, after.key, limit),
-    )
-    return [
-        SaleRecord(
-            mark=SaleMark(seq=row["seq"], key=row["idempotency_key"]),
-            book_id=row["book_id"],
-            quantity=row["quantity"],
-            unit_cost_cents=row["unit_cost_cents"],
-            title=row["title"] or "",
-        )
-        for row in rows
-    ]

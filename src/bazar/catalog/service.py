@@ -17,11 +17,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from bazar.catalog import machine
-from bazar.catalog.machine import COST_CENTS_MAX
+from bazar.catalog import machine, reads, seed
 from bazar.config import Cluster, Limits, Node, Secrets
 from bazar.errors import InvalidRequest, NotFound, NotPrimary
 from bazar.http_app import decode_body, json_response
+from bazar.money import COST_CENTS_MAX
 from bazar.outcomes import settle
 from bazar.replication.process import ReplicaProcess
 from bazar.request import INT64_DIGITS, idempotency_key, page_limit, positive_id
@@ -110,8 +110,8 @@ class CatalogService:
             machine=machine.CatalogMachine(),
             notify=invalidation,
         )
-        books = machine.load_seed(cluster.catalog_file)
-        seeded = self.process.store.write_blocking(partial(machine.seed, books=books))
+        books = seed.load_seed(cluster.catalog_file)
+        seeded = self.process.store.write_blocking(partial(seed.seed, books=books))
         if not seeded and cluster.catalog_file:
             log.warning("catalog file ignored: %s already holds books", node.name)
         self.runtime = self.process.runtime
@@ -184,14 +184,14 @@ class CatalogService:
     async def _books(self, request: Request) -> Response:
         self.runtime.readable()
         version = self._version()
-        rows = await self._committed_rows(machine.read_books(self.process.store.reader), True)
-        books = [machine.book_from_row(rows[key]) for key in sorted(rows)]
+        rows = await self._committed_rows(reads.read_books(self.process.store.reader), True)
+        books = [reads.book_from_row(rows[key]) for key in sorted(rows)]
         return json_response(VersionedBookList(data=books, version=version))
 
     async def _book(self, request: Request) -> Response:
         self.runtime.readable()
         book_id = positive_id(request.path_params["id"])
-        row = machine.read_book(self.process.store.reader, book_id)
+        row = reads.read_book(self.process.store.reader, book_id)
         if row is None:
             raise NotFound(f"no book {book_id}")
         rows = await self._committed_rows([row], False)
@@ -199,9 +199,7 @@ class CatalogService:
         if self.read_delays:
             await self._delay_read(book_id)
         return json_response(
-            VersionedBook(
-                data=machine.book_from_row(committed), version=machine.row_version(committed)
-            )
+            VersionedBook(data=reads.book_from_row(committed), version=reads.row_version(committed))
         )
 
     async def _search(self, request: Request) -> Response:
@@ -212,11 +210,11 @@ class CatalogService:
         version = self._version()
         rows = [
             row
-            for row in machine.read_books(self.process.store.reader)
-            if machine.matches_topic(row, topic)
+            for row in reads.read_books(self.process.store.reader)
+            if reads.matches_topic(row, topic)
         ]
         by_id = await self._committed_rows(rows, False)
-        books = [machine.book_from_row(by_id[key]) for key in sorted(by_id)]
+        books = [reads.book_from_row(by_id[key]) for key in sorted(by_id)]
         return json_response(VersionedBookList(data=books, version=version))
 
     async def _sell(self, request: Request) -> Response:
@@ -244,7 +242,7 @@ class CatalogService:
             params.get("limit"), self.limits.page_limit_default, self.limits.page_limit_max
         )
         after = SaleMark(seq=int(seq), key=params.get("key", ""))
-        sales = machine.read_sales(self.process.store.reader, after, limit)
+        sales = reads.read_sales(self.process.store.reader, after, limit)
         return json_response(SalesPage(data=sales))
 
     async def _update(self, request: Request) -> Response:

@@ -17,8 +17,8 @@ import msgspec
 import orjson
 
 from bazar import __version__, wire
-from bazar.catalog.machine import COST_CENTS_MAX
 from bazar.config import LIMITS
+from bazar.money import COST_CENTS_MAX
 
 Json = dict[str, object]
 

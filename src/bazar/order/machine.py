@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 
+from bazar.money import cents_to_cost
 from bazar.replication.storage import row_dict, write_row
 from bazar.wire import (
     Change,
@@ -25,7 +26,6 @@ from bazar.wire import (
     SaleMark,
     Upsert,
     Version,
-    cents_to_cost,
 )
 
 SCHEMA = """
