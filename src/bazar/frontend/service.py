@@ -6,13 +6,11 @@ before announcing it, and grants the replicas' leases.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import os
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -38,13 +36,16 @@ from bazar.errors import (
     Unavailable,
 )
 from bazar.frontend import openapi, pages
-from bazar.frontend.balancer import RoundRobin
 from bazar.frontend.cache import LIST_KEY, Cache, book_key, topic_key
 from bazar.frontend.console import Console, with_console_paths
 from bazar.frontend.hits import MISSED, HitPath, wants_fresh
 from bazar.frontend.membership import Membership
 from bazar.frontend.metrics import FrontendMetrics
-from bazar.frontend.views import Leases, ViewManager, initial_view
+from bazar.frontend.reads import Reads
+from bazar.frontend.view_adapter import ViewAdapter
+from bazar.frontend.views import Leases, ViewManager
+from bazar.frontend.viewstore import ViewStore
+from bazar.frontend.writes import Writes
 from bazar.http_app import build_app, decode_body, json_response, read_body, require_token
 from bazar.outcomes import outcome_of
 from bazar.request import (
@@ -55,8 +56,8 @@ from bazar.request import (
     purchase_quantity,
     search_topic,
 )
-from bazar.retry import WriteFailed, unless_changed, write_to_primary
-from bazar.transport import Transport, TransportError
+from bazar.retry import WriteFailed
+from bazar.transport import Transport
 from bazar.wire import (
     BookData,
     BookListData,
@@ -69,7 +70,6 @@ from bazar.wire import (
     InvalidateReply,
     LeaseReply,
     LeaseRequest,
-    Member,
     OrderData,
     OrderPage,
     PurchaseBatch,
@@ -89,56 +89,6 @@ from bazar.wire import (
 
 T = TypeVar("T")
 log = logging.getLogger("bazar.frontend")
-
-_views_decoder = msgspec.json.Decoder(dict[str, View])
-
-
-class ViewStore:
-    """The views file, behind the small interface a shared store (etcd) could also offer:
-    `load`, and `compare_and_set` on a tier's epoch. Written to a temporary file, fsynced,
-    renamed, directory fsynced: a view is durable before anyone hears of it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._views: dict[str, View] = {}
-
-    def load(self, cluster: Cluster) -> dict[str, View]:
-        if self.path.exists():
-            self._views = _views_decoder.decode(self.path.read_bytes())
-            return dict(self._views)
-        views: dict[str, View] = {
-            tier: initial_view(
-                tier, tuple(Member(name=n.name, url=n.url) for n in cluster.replicas(tier))
-            )
-            for tier in REPLICATED_TIERS
-        }
-        self._write(views)
-        self._views = views
-        return dict(views)
-
-    def compare_and_set(self, expected_epoch: int, view: View) -> bool:
-        """Store `view` if its tier's stored epoch is still `expected_epoch`."""
-        current = self._views.get(view.tier)
-        if current is None or current.epoch != expected_epoch:
-            return False
-        views = {**self._views, view.tier: view}
-        self._write(views)
-        self._views = views
-        return True
-
-    def _write(self, views: dict[str, View]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        with temporary.open("wb") as handle:
-            handle.write(msgspec.json.encode(views))
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
 
 
 async def naming_key(key: str, answer: Awaitable[Response]) -> Response:
@@ -174,34 +124,27 @@ class Frontend:
         self.limits = cluster.limits
         self.secrets = secrets
         self.transport = Transport(secrets.cluster_secret)
-        self.view_store = ViewStore(Path(cluster.data_dir) / "frontend" / "views.json")
+        view_store = ViewStore(Path(cluster.data_dir) / "frontend" / "views.json")
         self.views = ViewManager(
-            self.view_store.load(cluster),
+            view_store.load(cluster),
             booted_ms=monotonic_ms(),
             leases=Leases(
                 lease_ms=self.limits.lease_ms, lease_margin_ms=self.limits.lease_margin_ms
             ),
         )
-        self.failover: dict[str, asyncio.Event] = {t: asyncio.Event() for t in REPLICATED_TIERS}
-        self.balancer = RoundRobin()
         self.cache = Cache(entries_max=cluster.cache_entries_max, ttl_ms=cluster.cache_ttl_ms)
         self.cache_enabled = cluster.cache_enabled
         self.known_books: set[int] = set()  # ids seen in replica answers: the catalog's size
         self.metrics = FrontendMetrics(self.cache, self.views, monotonic_ms)
+        self.writes = Writes(self.views, self.limits)
+        self.reads = Reads(self.views, self.transport, self.limits, self.metrics)
+        self.adapter = ViewAdapter(view_store, self.views, self.limits, self._primary_changed)
         self.openapi = openapi.openapi_json()
         self.assets = pages.assets()
         # The teaching console, only under `bazar up --demo` (its supervisor's socket).
         self.console = None if control_socket is None else Console(secrets, control_socket)
         if self.console is not None:
             self.openapi = with_console_paths(self.openapi)
-        self._tick_task: asyncio.Task[None] | None = None
-        self._view_lock = asyncio.Lock()
-        self._failed_until_ms: dict[str, int] = {}
-        self._gates: dict[str, asyncio.Event] = {t: asyncio.Event() for t in REPLICATED_TIERS}
-        for gate in self._gates.values():
-            gate.set()
-        self._writes_inflight: dict[str, int] = dict.fromkeys(REPLICATED_TIERS, 0)
-        self._writes_drained = asyncio.Event()
         self.membership = Membership(self, cluster_file)
         self._purchases: ToPrimary[PurchaseRequest, PurchaseReply] = ToPrimary(
             self._purchase_batch, self.limits
@@ -241,171 +184,38 @@ class Frontend:
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.transport.start()
-        self._tick_task = asyncio.create_task(self._tick_loop())
+        self.adapter.start()
         try:
             yield
         finally:
-            self._tick_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tick_task
+            await self.adapter.stop()
             await self.transport.close()
 
     # ---------------------------------------------------------------- leases and views
 
-    async def _tick_loop(self) -> None:
-        """Drop replicas whose lease has expired, promote backups (frontend/views.py)."""
-        while True:
-            await asyncio.sleep(self.limits.view_tick_ms / 1000)
-            try:
-                async with self._view_lock:
-                    for view in self.views.tick(monotonic_ms()):
-                        await self.install(view)
-            except Exception:
-                log.exception("view tick failed")
+    def _primary_changed(self, tier: str) -> None:
+        if tier == "catalog":
+            self.cache.primary_changed()
+        self.writes.primary_changed(tier)
 
     async def install(self, view: View) -> None:
-        """Persist (compare-and-set, fsync off the loop), then install and announce."""
-        expected = self.views.views[view.tier].epoch
-        stored = await asyncio.to_thread(self.view_store.compare_and_set, expected, view)
-        if not stored:
-            raise RuntimeError(f"the stored {view.tier} view moved past epoch {expected}")
-        before = self.views.views[view.tier].primary
-        self.views.install(view)
-        if view.primary != before:
-            if view.tier == "catalog":
-                self.cache.primary_changed()
-            changed = self.failover[view.tier]
-            self.failover[view.tier] = asyncio.Event()
-            changed.set()
-        log.info(
-            "transition=view tier=%s epoch=%d primary=%s backups=%s",
-            view.tier,
-            view.epoch,
-            view.primary,
-            ",".join(view.backups) or "-",
-        )
+        """(For membership changes: `ViewAdapter.install`.)"""
+        await self.adapter.install(view)
+
+    def holding_writes(self, tiers: tuple[str, ...]) -> AbstractAsyncContextManager[None]:
+        """(For a switchover: `Writes.holding`.)"""
+        return self.writes.holding(tiers)
 
     async def _lease(self, request: Request) -> Response:
         """A replica asks for a lease and learns the views (frontend/views.py, rule 2)."""
         require_token(request, self.secrets.cluster_secret, "cluster secret")
         lease = await decode_body(request, LeaseRequest, self.limits.request_bytes_max)
-        status = lease.status
-        async with self._view_lock:
-            granted, new_view = self.views.on_lease(lease, monotonic_ms())
-            if new_view is not None:
-                await self.install(new_view)
-            views = dict(self.views.views)
+        granted, views = await self.adapter.on_lease(lease)
         if granted:
-            self.cache.heard_primary(status, views["catalog"])
+            self.cache.heard_primary(lease.status, views["catalog"])
         return json_response(LeaseReply(views=views, granted=granted))
 
-    async def _write(self, tier: str, call: Callable[[str, int], Awaitable[T]]) -> tuple[T, bool]:
-        """A write to the tier's primary: `call(primary's URL, timeout_ms)` makes one attempt.
-        A definite refusal (not the primary, no lease, connection refused) is retried, on the
-        new primary once a failover has named one, until `write_retry_deadline_ms`; so is a
-        call given up because a failover replaced its primary or its batch was abandoned.
-        Every write here carries an idempotency key (a purchase, an admin update), which
-        makes a second attempt safe. Returns the reply and whether an earlier attempt may
-        have run.
-
-        Raises: WriteFailed.
-        """
-        gate = self._gates[tier]  # closed briefly by a switchover
-
-        async def attempt(failover: asyncio.Event, timeout_ms: int) -> T:
-            return await self._write_once(tier, call, failover)
-
-        return await write_to_primary(
-            attempt,
-            lambda: self.failover[tier],
-            deadline_s=time.monotonic() + self.limits.write_retry_deadline_ms / 1000,
-            retry_ms=self.limits.replicate_retry_ms,
-            before=gate.wait,
-        )
-
-    async def _write_once(
-        self, tier: str, call: Callable[[str, int], Awaitable[T]], failover: asyncio.Event
-    ) -> T:
-        """One attempt, given up (outcome unknown) if a failover replaces its primary
-        meanwhile, so that a dead primary costs a retry, not a timeout."""
-        view = self.views.views[tier]
-        logs.note("replica", view.primary)
-        attempt = call(view.url_of(view.primary), self.limits.write_timeout_ms)
-        self._writes_inflight[tier] += 1
-        try:
-            return await unless_changed(attempt, failover, f"{tier} write")
-        finally:
-            self._writes_inflight[tier] -= 1
-            self._writes_drained.set()
-
-    @contextlib.asynccontextmanager
-    async def holding_writes(self, tiers: tuple[str, ...]) -> AsyncIterator[None]:
-        """Hold new writes to `tiers` (they wait, they are not refused) and let the ones in
-        flight finish, for a switchover."""
-        for tier in tiers:
-            self._gates[tier].clear()
-        try:
-            deadline_ms = monotonic_ms() + self.limits.write_timeout_ms
-            while any(self._writes_inflight[t] for t in tiers):
-                self._writes_drained.clear()
-                remaining_s = (deadline_ms - monotonic_ms()) / 1000
-                if remaining_s <= 0:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._writes_drained.wait(), remaining_s)
-            yield
-        finally:
-            for tier in tiers:
-                self._gates[tier].set()
-
     # ---------------------------------------------------------------- reads
-
-    async def _read(self, tier: str, path: str, reply_type: type[T]) -> T:
-        """One read, from the replicas in round-robin order, moving on when one fails, and
-        round again until `read_deadline_ms` (a failover under way ends within it): a dead
-        or paused replica costs a read time, never a failure. A replica that fails to
-        answer is tried last for one read timeout.
-
-        Raises: NotFound, InvalidRequest (the replica's definite answers), Unavailable.
-        """
-        deadline_ms = monotonic_ms() + self.limits.read_deadline_ms
-        while True:
-            reply = await self._read_round(tier, path, reply_type)
-            if reply is not None:
-                return reply
-            if monotonic_ms() >= deadline_ms:
-                raise Unavailable(f"no {tier} replica could answer")
-            await asyncio.sleep(self.limits.replicate_retry_ms / 1000)
-
-    async def _read_round(self, tier: str, path: str, reply_type: type[T]) -> T | None:
-        now = monotonic_ms()
-        view = self.views.views[tier]
-        members = [view.primary, *view.backups]
-        in_sync = self.views.in_sync(tier, now)
-        healthy = [n for n in in_sync if self._failed_until_ms.get(n, 0) <= now]
-        others = [name for name in members if name not in healthy]
-        for name in self.balancer.order(healthy, others):
-            try:
-                reply = await self.transport.call(
-                    "GET",
-                    view.url_of(name) + path,
-                    reply_type,
-                    timeout_ms=self.limits.read_timeout_ms,
-                )
-                self.metrics.backend_reads.labels(tier, "ok").inc()
-                logs.note("replica", name)
-                return reply
-            except (NotFound, InvalidRequest):
-                self.metrics.backend_reads.labels(tier, "ok").inc()
-                logs.note("replica", name)
-                raise
-            except (TransportError, BazarError) as error:
-                self.metrics.backend_reads.labels(tier, "failed").inc()
-                if isinstance(error, TransportError):  # unreachable: try it last for a while
-                    if self._failed_until_ms.get(name, 0) <= now:
-                        log.warning("transition=replica_skipped node=%s error=%s", name, error)
-                    self._failed_until_ms[name] = monotonic_ms() + self.limits.read_timeout_ms
-        return None
 
     def _cached(self, key: str, request: Request) -> Response | None:
         """The stored answer, unless the cache is off, the client asked for a fresh read
@@ -434,7 +244,7 @@ class Frontend:
         if hit is not None:
             return hit
         ticket = self.cache.ticket()  # as the read starts
-        reply = await self._read("catalog", path, VersionedBookList)
+        reply = await self.reads.read("catalog", path, VersionedBookList)
         self.known_books.update(book.id for book in reply.data)
         body = encode(BookListData(data=reply.data))
         self._fill(key, body, reply.version, tuple(book.id for book in reply.data), ticket)
@@ -459,7 +269,7 @@ class Frontend:
         if hit is not None:
             return hit
         ticket = self.cache.ticket()
-        reply = await self._read("catalog", f"/books/{book_id}", VersionedBook)
+        reply = await self.reads.read("catalog", f"/books/{book_id}", VersionedBook)
         self.known_books.add(book_id)
         body = encode(BookData(data=reply.data))
         self._fill(key, body, reply.version, (book_id,), ticket)
@@ -481,13 +291,13 @@ class Frontend:
         after = request.query_params.get("after")
         if after is not None:
             path += "&after=" + quote(after, safe="")
-        return json_response(await self._read("order", path, OrderPage))
+        return json_response(await self.reads.read("order", path, OrderPage))
 
     async def _order(self, request: Request) -> Response:
         order_id = request.path_params["id"]
         if not (0 < len(order_id) <= 64 and order_id.isascii() and order_id.isalnum()):
             raise NotFound("no such order")
-        return json_response(await self._read("order", f"/orders/{order_id}", OrderData))
+        return json_response(await self.reads.read("order", f"/orders/{order_id}", OrderData))
 
     # ---------------------------------------------------------------- writes
 
@@ -514,11 +324,12 @@ class Frontend:
         if book_id not in self.known_books:
             # Books are never deleted: once seen, always there. An unknown id is answered
             # 404 here, without replicated writes on the order tier.
-            await self._read("catalog", f"/books/{book_id}", VersionedBook)
+            await self.reads.read("catalog", f"/books/{book_id}", VersionedBook)
             self.known_books.add(book_id)
         purchase = PurchaseRequest(idempotency_key=key, book_id=book_id, quantity=quantity)
         try:
-            reply, uncertain = await self._write("order", partial(self._purchase_call, purchase))
+            call = partial(self._purchase_call, purchase)
+            reply, uncertain = await self.writes.write("order", call)
         except WriteFailed as failed:
             raise Unavailable(f"no order primary could take the purchase: {failed}") from None
         headers = key_headers(key, replayed=reply.replayed, uncertain=uncertain)
@@ -567,7 +378,7 @@ class Frontend:
         """Raises: NotFound, OutOfStock, IdempotencyKeyReused, Unavailable."""
         book_id = command.book_id
         try:
-            result, uncertain = await self._write(
+            result, uncertain = await self.writes.write(
                 "catalog",
                 lambda url, timeout_ms: self.transport.call(
                     "POST",
