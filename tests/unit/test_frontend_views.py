@@ -80,7 +80,9 @@ class Tier:
             seq = self.seqs.get(name, 0) + 1
         self.seqs[name] = max(seq, self.seqs.get(name, 0))
         request = LeaseRequest(status=status or self.status(name), seq=seq, join=join)
-        return self.views.on_lease(request, now_ms)
+        ready = self.views.on_lease(request, now_ms)
+        assert len(ready.install) <= 1
+        return ready.granted, ready.install[0] if ready.install else None
 
     def alive_at(self, now_ms: int, *names: str) -> None:
         for name in names:
@@ -90,7 +92,7 @@ class Tier:
 
     def tick(self, now_ms: int) -> View | None:
         """One manager tick; its new view (if any) is persisted and installed."""
-        changes = self.views.tick(now_ms)
+        changes = self.views.tick(now_ms).install
         assert len(changes) <= 1
         for change in changes:
             self.views.install(change)

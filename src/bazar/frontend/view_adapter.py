@@ -50,7 +50,7 @@ class ViewAdapter:
             await asyncio.sleep(self.limits.view_tick_ms / 1000)
             try:
                 async with self._lock:
-                    for view in self.views.tick(monotonic_ms()):
+                    for view in self.views.tick(monotonic_ms()).install:
                         await self.install(view)
             except Exception:
                 log.exception("view tick failed")
@@ -76,7 +76,7 @@ class ViewAdapter:
     async def on_lease(self, lease: LeaseRequest) -> tuple[bool, dict[str, View]]:
         """A replica asks for a lease and learns the views (frontend/views.py, rule 2)."""
         async with self._lock:
-            granted, new_view = self.views.on_lease(lease, monotonic_ms())
-            if new_view is not None:
-                await self.install(new_view)
-            return granted, dict(self.views.views)
+            ready = self.views.on_lease(lease, monotonic_ms())
+            for view in ready.install:
+                await self.install(view)
+            return ready.granted, dict(self.views.views)

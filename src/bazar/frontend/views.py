@@ -55,6 +55,23 @@ class Health:
     seq: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ViewReady:
+    """The one output of a view-manager step (`on_lease`, `tick`), as a replica step's is a
+    `Ready`: the answer to the lease request (`granted`), and the views the adapter must
+    persist (compare-and-set on the epoch), then install and announce, in order."""
+
+    granted: bool = False
+    install: tuple[View, ...] = ()
+
+    def __post_init__(self) -> None:
+        tiers = [view.tier for view in self.install]
+        assert len(set(tiers)) == len(tiers), "at most one new view per tier and step"
+
+
+NOTHING = ViewReady()
+
+
 def initial_view(tier: Literal["catalog", "order"], members: tuple[Member, ...]) -> View:
     assert members
     return View(
@@ -104,31 +121,33 @@ class ViewManager:
 
     # ---------------------------------------------------------------- events
 
-    def on_lease(self, request: LeaseRequest, now_ms: int) -> tuple[bool, View | None]:
-        """Record a lease request. Returns whether it is granted (False for a request older
-        than one already answered), and a new view to persist and install, if any."""
+    def on_lease(self, request: LeaseRequest, now_ms: int) -> ViewReady:
+        """Record a lease request: whether it is granted (not a request older than one
+        already answered), and a new view of its tier to persist and install, if any."""
         status = request.status
         view = self.views.get(status.tier)
         if view is None or status.name not in self.health[status.tier]:
-            return False, None
+            return NOTHING
         if status.name in self.leaving:
-            return False, None
+            return NOTHING
         health = self.health[status.tier][status.name]
         previous = health.status
         same_process = previous is not None and previous.incarnation == status.incarnation
         if same_process and request.seq <= health.seq:
-            return False, None
+            return NOTHING
+        assert now_ms >= health.granted_ms or not same_process, "grants move forward"
         health.status = status
         health.seq = request.seq
         health.granted_ms = now_ms
         if status.name != view.primary:
-            return True, None
+            return ViewReady(granted=True)
         if status.boot_epoch >= view.epoch:
-            return True, next_view(view)  # rule 5
+            return ViewReady(granted=True, install=(next_view(view),))  # rule 5
         joiners = self._joiners(view, request, now_ms)
         if joiners:
-            return True, next_view(view, backups=(*view.backups, *joiners))  # rule 6
-        return True, None
+            joined = next_view(view, backups=(*view.backups, *joiners))  # rule 6
+            return ViewReady(granted=True, install=(joined,))
+        return ViewReady(granted=True)
 
     def _joiners(self, view: View, request: LeaseRequest, now_ms: int) -> tuple[str, ...]:
         if request.status.epoch != view.epoch or request.status.role != "primary":
@@ -143,16 +162,16 @@ class ViewManager:
             and self.alive(view.tier, name, now_ms)
         )
 
-    def tick(self, now_ms: int) -> list[View]:
+    def tick(self, now_ms: int) -> ViewReady:
         """New views (at most one per tier) for replicas whose lease has expired."""
         if now_ms < self.booted_ms + self.leases.expiry_ms:
-            return []  # rule 7
+            return NOTHING  # rule 7
         changes = []
         for view in self.views.values():
             new = self._tick_tier(view, now_ms)
             if new is not None:
                 changes.append(new)
-        return changes
+        return ViewReady(install=tuple(changes))
 
     def _tick_tier(self, view: View, now_ms: int) -> View | None:
         alive = [name for name in view.backups if self.alive(view.tier, name, now_ms)]

@@ -154,7 +154,7 @@ class FrontendNode:
 
     def _tick(self) -> None:
         """`_tick_loop`: drop expired replicas, promote backups."""
-        for view in self.live().tick(self.now()):
+        for view in self.live().tick(self.now()).install:
             self._install(view)
         self._arm_tick()
 
@@ -214,9 +214,10 @@ class FrontendNode:
     def _lease(self, call: Call, request: LeaseRequest) -> None:
         """`Frontend._lease`."""
         manager = self.live()
-        granted, new_view = manager.on_lease(request, self.now())
-        if new_view is not None:
-            self._install(new_view)
+        ready = manager.on_lease(request, self.now())
+        for view in ready.install:
+            self._install(view)
+        granted = ready.granted
         if granted:
             self.cache.heard_primary(request.status, manager.views[TIER])
         self.network.reply(call, LeaseReply(views=dict(manager.views), granted=granted))
