@@ -6,7 +6,7 @@ Three measurements on real clusters (`bazar.testing.cluster`, `bazar up --no-res
    each TRIALS times (interleaved, so that load from other processes spreads over the roles),
    a fresh cluster per trial, under BUYERS buyers that retry their idempotency key after a 503
    or no answer (`testing.clients`: the buyers of the failover tests, without their readers).
-   Per trial, on the buyers' clock (`testing.failover.windows`): the write gap (the kill to
+   Per trial, on the buyers' clock (`testing.harness.windows`): the write gap (the kill to
    the first acknowledgement of a purchase sent after it), the 503 window (the kill to the
    arrival of the last answer other than 200), the count of 503s, and the stall (the kill to
    the last answer to a purchase sent before it: a wait without a 503).
@@ -56,7 +56,7 @@ from bazar.testing.clients import (
     wait_for_acks,
 )
 from bazar.testing.cluster import Cluster, running, served_by_hand, wait_until
-from bazar.testing.failover import (
+from bazar.testing.harness import (
     STOCKS,
     TOPIC,
     Nemesis,

@@ -9,7 +9,7 @@ when it was the primary), or, once the load stops, an acknowledged purchase is l
 sold twice, orders differ from sales, the stock is not linearizable, or the live replicas of a
 tier differ.
 
-Method (`bazar.testing.failover`, `bazar.testing.clients`): a real cluster seeded with 3 books
+Method (`bazar.testing.harness`, `bazar.testing.clients`): a real cluster seeded with 3 books
 of ample stock. 8 client threads buy, each purchase under an Idempotency-Key retried with the
 SAME key after a 503 or no answer until definite; 4 threads read through the front end
 (`/info/{id}`, `/search/{topic}`, `/orders` pages); both are recorded in a Jepsen-shaped history
@@ -34,7 +34,7 @@ import pytest
 
 from bazar.testing.clients import Ledger, hold_load_until, wait_for_acks
 from bazar.testing.cluster import Cluster, served_by_hand
-from bazar.testing.failover import (
+from bazar.testing.harness import (
     VIEW_DEADLINE_S,
     WRITE_WINDOW_S,
     Nemesis,

@@ -6,7 +6,7 @@ with anything but 200 (a switchover holds writes briefly, it never 503s them), l
 acknowledged purchase, sells a key twice, or leaves the in-sync replicas different; or if
 the new replica does not turn `in_sync` by itself, or the removed one keeps running.
 
-Method: the failover harness (`bazar.testing.failover`, `bazar.testing.clients`): a real
+Method: the failover harness (`bazar.testing.harness`, `bazar.testing.clients`): a real
 cluster under `bazar up --no-restart`, 8 buyers with idempotency keys and 4 readers through
 the front end, each change made with the admin token through the front end's admin routes
 (what `bazar replica add/remove` and `bazar switchover` call), each awaited on `/cluster`
@@ -38,7 +38,7 @@ import pytest
 from bazar.config import Node, load_cluster, with_replica, write_cluster
 from bazar.testing.clients import Ledger, wait_for_acks
 from bazar.testing.cluster import Cluster, free_port, running, served_by_hand, wait_until
-from bazar.testing.failover import (
+from bazar.testing.harness import (
     STOCKS,
     Event,
     Nemesis,

@@ -15,7 +15,7 @@ these namespaces (and on the bridge, through which the test process reaches them
 cluster file names those addresses, with the seed's ports; each process is
 `ip netns exec NS python -m bazar serve ...` (`bazar.testing.cluster.ServedCluster`): the
 replicas listen at their address from the file, the front end on 0.0.0.0 (`--host`) as in a
-container. The failover harness (`bazar.testing.failover`, `clients`) buys and reads through
+container. The failover harness (`bazar.testing.harness`, `clients`) buys and reads through
 the front end: 8 buyers retrying their keys, 4 readers, a Jepsen-shaped history. The cut is
 `ip link set <veth> down` on the root side of the primary's pair: nothing reaches it, it
 reaches nothing. Waits are deadlines on observable conditions (writes resumed, the view);
@@ -37,7 +37,7 @@ from bazar.config import Node, ReplicatedTier, Tier, write_cluster
 from bazar.testing import netns
 from bazar.testing.clients import Ledger, hold_load_until, wait_for_acks
 from bazar.testing.cluster import ServedCluster
-from bazar.testing.failover import (
+from bazar.testing.harness import (
     STOCKS,
     TOPIC,
     Nemesis,

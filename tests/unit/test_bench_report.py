@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bazar.bench import compare, failover, plots, report
+from bazar.bench import compare, plots, report, write_gap
 from bazar.bench.load import LoadResult, Tally, Window
 from bazar.bench.procstat import CpuUse
 from bazar.bench.scenarios import plan
@@ -74,13 +74,13 @@ def test_info_hit_is_a_ratio_to_bare_at_the_same_clients() -> None:
 
 
 def failover_row() -> report.RunResult:
-    kill = failover.Kill(failover.Target("catalog", "catalog-1", 4242))
+    kill = write_gap.Kill(write_gap.Target("catalog", "catalog-1", 4242))
     kill.at_ns = 500 * MS
     window = Window(0, 2_000 * MS)
     sent = array("q", [100 * MS, 600 * MS, 900 * MS])
     latencies = array("q", [1 * MS, 2 * MS, 3 * MS])
     codes = array("h", [200, 503, 200])
-    detail = failover.report(kill, 0.5, window, sent, latencies, codes)
+    detail = write_gap.report(kill, 0.5, window, sent, latencies, codes)
     (row,) = rows("failover", 4, {"": Tally(latencies, {503: 1}, sent, codes)})
     return dataclasses.replace(row, failover=detail)
 

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from bazar.bench import compare, failover, procstat
+from bazar.bench import compare, procstat, write_gap
 from bazar.bench.baseline import Baseline, running_baseline
 from bazar.bench.load import Action, Job, run_load, split
 from bazar.bench.report import (
@@ -156,8 +156,8 @@ def run_spec(
     actions.append((spec.duration_s, lambda: samples.append(procstat.sample(pids))))
     kill = None
     if spec.scenario.kind == "failover":
-        target = failover.wait_for_primary(lambda: cluster_data(base), spec.failover.tier)
-        kill = failover.Kill(target)
+        target = write_gap.wait_for_primary(lambda: cluster_data(base), spec.failover.tier)
+        kill = write_gap.Kill(target)
         actions.append((spec.kill_after_s, kill))
     total_s = spec.warmup_s + spec.duration_s
     task = progress.add_task(f"{spec.scenario.name} x{spec.concurrency}", total=total_s, requests=0)
@@ -174,7 +174,7 @@ def run_spec(
     report = None
     if kill is not None:
         tally = load.tallies[""]
-        report = failover.report(
+        report = write_gap.report(
             kill, spec.kill_after_s, load.window, tally.sent_ns, tally.latencies, tally.codes
         )
     return results_of(spec, load, cpu, load_average_1m=load_average_1m, failover=report)

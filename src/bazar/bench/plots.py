@@ -21,8 +21,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from bazar.bench.failover import FailoverReport
 from bazar.bench.report import RunResult
+from bazar.bench.write_gap import FailoverReport
 
 PANEL_COLUMNS = 2
 PANEL_SIZE_IN = (6.0, 4.0)

@@ -22,11 +22,11 @@ from typing import Any
 
 from rich.table import Table
 
-from bazar.bench.failover import FailoverReport
 from bazar.bench.load import NO_ANSWER, LoadResult, Tally
 from bazar.bench.procstat import CpuUse
 from bazar.bench.scenarios import RunSpec
 from bazar.bench.stats import summarize
+from bazar.bench.write_gap import FailoverReport
 
 
 @dataclass(frozen=True, slots=True)

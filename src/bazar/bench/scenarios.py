@@ -9,7 +9,7 @@ A scenario is one of three kinds:
   hit: nothing was written since, unless another client wrote), and with
   `Cache-Control: no-cache` (a replica read). Each is its own series, and so is the write.
 - `failover`: purchases with every request recorded, and a kill -9 of a tier's primary in the
-  middle of the window (`bench.failover`).
+  middle of the window (`bench.write_gap`).
 
 Rules: `bare` (the baseline server) runs first, so that later rows can be compared with it;
 `failover` runs last, because it leaves the cluster a replica short.

@@ -1,7 +1,7 @@
 """Simulated clients: buyers, restockers and readers behind the front end, each recording a
 Jepsen history in simulated time.
 
-Why one operation per idempotency key (as `testing/failover.py` rule 1): a client retries
+Why one operation per idempotency key (as `testing/harness.py` rule 1): a client retries
 the SAME key after an indefinite answer, so the history holds one `buy` per key, invoked
 before its first attempt and completed by its first definite answer; after
 `attempts_max` indefinite answers it is `info` (it may or may not have happened). In the

@@ -9,7 +9,7 @@ the purchases recorded (send time, latency, status):
 - a timeline per BUCKET_MS of answers, successes and failures, by when they arrived, relative
   to the kill (negative before it).
 
-The same measure as `bench/failover.py`'s trials (`testing.failover.windows`), in one run of
+The same measure as `bench/failover.py`'s trials (`testing.harness.windows`), in one run of
 `bazar bench` against a cluster that is already up; the fault tests assert the 2 s bound.
 """
 

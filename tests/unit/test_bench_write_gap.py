@@ -1,4 +1,4 @@
-"""The failover scenario's arithmetic (`bazar.bench.failover`): gap, failures, timeline."""
+"""The failover scenario's arithmetic (`bazar.bench.write_gap`): gap, failures, timeline."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from array import array
 
 import pytest
 
-from bazar.bench import failover
+from bazar.bench import write_gap
 from bazar.bench.load import Window
 
 MS = 1_000_000
@@ -28,12 +28,12 @@ def test_write_gap_counts_only_purchases_sent_after_the_kill() -> None:
         (20, 700, 200),  # sent after, answered at +720
         (300, 600, 200),  # answered at +900
     )
-    assert failover.write_gap_ns(sent, latencies, codes, KILL) == 720 * MS
+    assert write_gap.write_gap_ns(sent, latencies, codes, KILL) == 720 * MS
 
 
 def test_no_success_after_the_kill_is_no_gap() -> None:
     sent, latencies, codes = requests((-10, 5, 200), (10, 5, 503), (20, 1, 0))
-    assert failover.write_gap_ns(sent, latencies, codes, KILL) is None
+    assert write_gap.write_gap_ns(sent, latencies, codes, KILL) is None
 
 
 def test_timeline_buckets_arrivals_around_the_kill() -> None:
@@ -45,7 +45,7 @@ def test_timeline_buckets_arrivals_around_the_kill() -> None:
         (150, 1, 200),  # +151: bucket 100
         (290, 120, 200),  # +410: after the window closed, a bucket of its own
     )
-    buckets = failover.timeline(sent, latencies, codes, KILL, window)
+    buckets = write_gap.timeline(sent, latencies, codes, KILL, window)
     assert [(b.start_ms, b.ok, b.failed) for b in buckets] == [
         (-300, 1, 0),
         (-200, 0, 0),
@@ -63,9 +63,9 @@ def test_report_counts_failures_after_the_kill_by_status() -> None:
     sent, latencies, codes = requests(
         (-90, 5, 409), (-5, 10, 503), (1, 2, 503), (3, 4, 0), (10, 100, 200)
     )
-    kill = failover.Kill(failover.Target("catalog", "catalog-1", 4242))
+    kill = write_gap.Kill(write_gap.Target("catalog", "catalog-1", 4242))
     kill.at_ns = KILL
-    report = failover.report(kill, 0.1, window, sent, latencies, codes)
+    report = write_gap.report(kill, 0.1, window, sent, latencies, codes)
     assert report.statuses_after_kill == {"503": 2, "no_answer": 1}
     assert report.failed_after_kill == 3
     assert report.write_gap_ms == pytest.approx(110.0)
@@ -80,15 +80,15 @@ def replica(name: str, role: str, state: str = "in_sync", pid: object = 1) -> di
 def test_the_primary_is_a_target_only_with_an_in_sync_backup_and_a_pid() -> None:
     both = [replica("catalog-1", "primary", pid=11), replica("catalog-2", "backup", pid=12)]
     cluster = {"catalog": {"primary": "catalog-1", "replicas": both}}
-    assert failover.primary_of(cluster, "catalog") == failover.Target("catalog", "catalog-1", 11)
-    assert failover.primary_of(cluster, "order") is None
+    assert write_gap.primary_of(cluster, "catalog") == write_gap.Target("catalog", "catalog-1", 11)
+    assert write_gap.primary_of(cluster, "order") is None
     alone = [both[0], replica("catalog-2", "backup", state="down")]
     assert (
-        failover.primary_of({"catalog": {"primary": "catalog-1", "replicas": alone}}, "catalog")
+        write_gap.primary_of({"catalog": {"primary": "catalog-1", "replicas": alone}}, "catalog")
         is None
     )
     no_pid = [replica("catalog-1", "primary", pid=None), both[1]]
     assert (
-        failover.primary_of({"catalog": {"primary": "catalog-1", "replicas": no_pid}}, "catalog")
+        write_gap.primary_of({"catalog": {"primary": "catalog-1", "replicas": no_pid}}, "catalog")
         is None
     )
