@@ -344,11 +344,13 @@ class ReplicaStatus(Struct, frozen=True):
 
 
 class ReplicaHealth(Struct, frozen=True):
-    """A replica's own answer to `/health`, `/primary` and `/replica` (Patroni's checks)."""
+    """A replica's own answer to `/health`, `/primary` and `/replica` (Patroni's checks).
+    `serving`: it may serve now (a role in the view it knows, a lease, no promotion under
+    way); whether it is *in sync* is the view manager's word (`/cluster`), not its own."""
 
     name: str
     role: Role
-    state: Literal["in_sync", "catching_up"]
+    serving: bool
     epoch: int
     last_seq: int
     commit_seq: int

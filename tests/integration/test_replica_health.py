@@ -12,7 +12,7 @@ import pytest
 from bazar.testing.cluster import Cluster
 
 TIERS = ("catalog", "order")
-FIELDS = {"name", "role", "state", "epoch", "last_seq", "commit_seq"}
+FIELDS = {"name", "role", "serving", "epoch", "last_seq", "commit_seq"}
 
 
 def check(cluster: Cluster, url: str, path: str) -> tuple[int, dict[str, object]]:
@@ -30,7 +30,7 @@ def test_primary_and_backup_answer_their_health_checks(cluster: Cluster, tier: s
         url = replica["url"]
         primary = replica["name"] == info["primary"]
         status, data = check(cluster, url, "/health")
-        assert (status, data["state"], data["epoch"]) == (200, "in_sync", info["epoch"]), data
+        assert (status, data["serving"], data["epoch"]) == (200, True, info["epoch"]), data
         assert data["role"] == ("primary" if primary else "backup"), data
         assert check(cluster, url, "/primary")[0] == (200 if primary else 503)
         assert check(cluster, url, "/replica")[0] == (503 if primary else 200)

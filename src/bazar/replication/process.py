@@ -131,7 +131,7 @@ class ReplicaProcess:
         health = ReplicaHealth(
             name=core.name,
             role=core.role,
-            state="in_sync" if serving else "catching_up",
+            serving=serving,
             epoch=core.epoch,
             last_seq=core.last_seq,
             commit_seq=core.commit_seq,
