@@ -212,6 +212,28 @@ def test_promotion_leaves_out_the_old_primary_and_dead_backups() -> None:
     assert (promoted.primary, promoted.backups) == ("c2", ())
 
 
+def test_a_backup_being_removed_is_never_promoted() -> None:
+    """Found by the simulator (seeds 69, 98): the backup being removed was promoted when the
+    primary expired; granted no lease as it leaves, it stopped the tier."""
+    t = tier()
+    t.alive_at(AWAKE_MS, "c1")
+    at_ms = AWAKE_MS + 500
+    t.lease("c2", at_ms, status=t.status("c2", last=(1, 9)))  # the best position
+    t.lease("c3", at_ms, status=t.status("c3", last=(1, 5)))
+    t.views.leaving.add("c2")
+    promoted = t.tick(AWAKE_MS + EXPIRY_MS)
+    assert promoted is not None
+    assert (promoted.primary, promoted.backups) == ("c3", ("c2",))
+
+
+def test_an_expired_primary_whose_only_alive_backup_is_leaving_is_not_replaced() -> None:
+    t = tier(catalog_view(backups=("c2",)))
+    t.alive_at(AWAKE_MS, "c1")
+    t.alive_at(AWAKE_MS + 500, "c2")
+    t.views.leaving.add("c2")
+    assert t.tick(AWAKE_MS + EXPIRY_MS) is None
+
+
 def test_expired_primary_is_never_replaced_by_a_catching_up_member() -> None:
     t = tier(catalog_view(backups=("c2",)))  # c3: a member, catching up
     t.alive_at(AWAKE_MS, "c1")

@@ -175,7 +175,7 @@ class Membership:
         views.leaving.add(name)
         try:
             await self._wait(
-                lambda: name not in views.views[tier].backups,
+                lambda: name not in (views.views[tier].primary, *views.views[tier].backups),
                 f"{name} out of the in-sync set (its lease expired)",
             )
             await self.frontend.install(views.remove_member(tier, name))

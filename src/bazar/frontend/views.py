@@ -14,7 +14,8 @@ Rules:
 3. An expired backup is dropped (new epoch), while the primary is alive.
 4. An expired primary is replaced by the alive backup with the highest (last_epoch,
    last_seq); every backup of the view holds every committed entry, so any would be safe.
-   Only backups of the view (in sync) are ever promoted.
+   Only backups of the view (in sync) are ever promoted, and never one being removed (it is
+   granted no more leases: as primary it would stop the tier).
 5. A primary that restarted may not reuse an epoch it has seen: when it reports
    `boot_epoch >= epoch`, the view is re-issued with epoch + 1.
 6. A catching-up member joins the backups only when the primary names it (`join`): the
@@ -179,7 +180,7 @@ class ViewManager:
             if len(alive) == len(view.backups):
                 return None
             return next_view(view, backups=tuple(alive))  # rule 3
-        candidates = alive
+        candidates = [name for name in alive if name not in self.leaving]
         if self.leases.unsafe_promote_catching_up:
             others = (m.name for m in view.members if m.name != view.primary)
             candidates = [name for name in others if self.alive(view.tier, name, now_ms)]

@@ -53,6 +53,7 @@ from bazar.testing.sim_clients import Client, Phase, Workload
 from bazar.testing.sim_faults import FAULT_KINDS, Nemesis
 from bazar.testing.sim_frontend import FrontendNode
 from bazar.testing.sim_machines import OrderSim
+from bazar.testing.sim_membership import Operator
 from bazar.testing.sim_network import Host, Loop, Network, Weather
 from bazar.testing.sim_order import ORDER_TIER, OrderNode
 from bazar.testing.sim_replica import TIER, ReplicaNode, SimLimits
@@ -102,6 +103,7 @@ class SimConfig:
     orders: int  # order replicas (0: purchases go to the catalog directly)
     order_clocks: tuple[tuple[float, int], ...]
     recovery_ms: int
+    membership_ms: int  # how often the operator adds, removes or switches over (0: never)
 
     @property
     def lease_margin_ms(self) -> int:
@@ -155,7 +157,7 @@ class SimConfig:
             f"log={self.log_entries_max} catch_up={self.catch_up_entries_max} "
             f"faults_ms={self.faults_ms} every={self.fault_interval_ms} [{kinds or 'none'}] "
             f"restart_all={self.restart_all} persist<={self.persist_ms_max}ms "
-            f"cache={self.cache} orders={self.orders}"
+            f"cache={self.cache} orders={self.orders} membership={self.membership_ms}"
         )
 
 
@@ -214,6 +216,7 @@ def draw_config(seed: int, control: str | None = None) -> SimConfig:
             (1 + rng.uniform(-drift, drift), rng.randint(0, 100_000)) for _ in range(orders)
         ),
         recovery_ms=rng.choice((100, 300)),
+        membership_ms=rng.choice((0, 0, 300, 1000)),
     )
 
 
@@ -298,6 +301,16 @@ class World:
         ]
         self.restart_rng = random.Random(root.getrandbits(64))
         self.converged = False
+        self.operator = Operator(
+            loop=self.loop,
+            rng=random.Random(config.seed ^ 0x0BE7),  # (a stream of its own)
+            frontend=self.frontend,
+            replicas=self.replicas,
+            new_replica=self._new_replica,
+            trace=partial(self.trace.line, "operator"),
+            interval_ms=max(1, config.membership_ms),
+            end_ms=self.phase.faults_end_ms,
+        )
 
     def _replica(self, name: str) -> ReplicaNode:
         return ReplicaNode(
@@ -330,6 +343,14 @@ class World:
             controls=self.config.controls(),
         )
 
+    def _new_replica(self, tier: str, name: str) -> ReplicaNode:
+        """A replica the operator adds: a fresh store (the catalog's seeded as every
+        replica's is), its own clock."""
+        self.loop.hosts[name] = Host(name, rate=1.0, offset_ms=self.restart_rng.randint(0, 9999))
+        if tier == ORDER_TIER:
+            return self._order_replica(name)
+        return self._replica(name)
+
     def _client(self, index: int, seed: int) -> Client:
         return Client(
             index,
@@ -353,7 +374,8 @@ class World:
                 self.checks,
                 self.history,
                 self.initial,
-                {name: node.store for name, node in self.replicas.items()},
+                # (A removed replica's store is no longer the service's.)
+                {name: node.store for name, node in self.replicas.items() if not node.retired},
                 float(self.loop.now_ms),
             )
         except (Violation, StoreError) as error:
@@ -369,6 +391,8 @@ class World:
         for client in self.clients:
             client.start()
         self.nemesis.start(WARMUP_MS)
+        if self.config.membership_ms:
+            self.operator.start(WARMUP_MS)
         self.loop.run(self.phase.faults_end_ms)
         self._start_liveness()
         self.loop.after(PROBE_MS, None, None, self._probe)
@@ -392,13 +416,15 @@ class World:
         if not self.config.restart_all:
             return
         for name, node in sorted(self.replicas.items()):
+            if node.retired:
+                continue
             node.crash()
             self.trace.line("nemesis", f"fault=crash node={name}")
             delay = self.restart_rng.randint(1, 200)
             self.loop.after(delay, None, None, partial(self._restart, node))
 
     def _restart(self, node: ReplicaNode) -> None:
-        if not node.host.up:
+        if not node.host.up and not node.retired:
             node.restart()
             self.trace.line("nemesis", f"fault=restart node={node.name}")
 
@@ -412,19 +438,32 @@ class World:
         data (an uncommitted staged suffix may stay until the next write overwrites it)."""
         if not all(client.finished for client in self.clients):
             return False
-        if not all(self._tier_converged(tier, names) for tier, names in self.tiers.items()):
+        tiers = self._tiers()
+        if self.operator.running or not all(
+            self._tier_converged(tier, names) for tier, names in tiers.items()
+        ):
             return False
-        if ORDER_TIER not in self.tiers:
+        if ORDER_TIER not in tiers:
             return True
         # Orders == sales: the reconciler has recorded the order of every sale.
-        catalog = self.replicas[self.tiers[TIER][0]].store.rows["purchases"]
+        catalog = self.replicas[tiers[TIER][0]].store.rows["purchases"]
         sold = {key for key, row in catalog.items() if row["status"] == "ok"}
-        ordered = self.replicas[self.tiers[ORDER_TIER][0]].store.rows["orders"]
+        ordered = self.replicas[tiers[ORDER_TIER][0]].store.rows["orders"]
         return sold == set(ordered)
 
-    def _tier_converged(self, tier: ReplicatedTier, names: list[str]) -> bool:
+    def _tiers(self) -> dict[str, list[str]]:
+        """Each tier's replicas now (the operator adds and removes some)."""
+        tiers: dict[str, list[str]] = {}
+        for name, node in sorted(self.replicas.items()):
+            if not node.retired:
+                tiers.setdefault(node.tier, []).append(name)
+        return tiers
+
+    def _tier_converged(self, tier: str, names: list[str]) -> bool:
         view = self.frontend.view(tier)
         if view is None or sorted((view.primary, *view.backups)) != sorted(names):
+            return False
+        if sorted(member.name for member in view.members) != sorted(names):
             return False
         digests = set()
         for name in names:
@@ -457,10 +496,10 @@ class World:
                 f"store=(epoch {store.epoch}, commit {store.commit_seq}, open {store.open})"
             )
         if ORDER_TIER in self.tiers:
-            catalog = self.replicas[self.tiers[TIER][0]].store.rows["purchases"]
+            catalog = self.replicas[self._tiers()[TIER][0]].store.rows["purchases"]
             sold = {str(key) for key, row in catalog.items() if row["status"] == "ok"}
             ordered = {
-                str(key) for key in self.replicas[self.tiers[ORDER_TIER][0]].store.rows["orders"]
+                str(key) for key in self.replicas[self._tiers()[ORDER_TIER][0]].store.rows["orders"]
             }
             lines.append(
                 f"orders == sales? sales without an order: {sorted(sold - ordered)}; "

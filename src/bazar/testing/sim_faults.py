@@ -92,7 +92,7 @@ class Nemesis:
     # ---------------------------------------------------------------- processes
 
     def _crash(self) -> None:
-        up = [node for name, node in sorted(self.replicas.items()) if node.host.up]
+        up = [n for _, n in sorted(self.replicas.items()) if n.host.up and not n.retired]
         if not up:
             return
         node = self.rng.choice(up)
@@ -104,7 +104,7 @@ class Nemesis:
         )
 
     def _restart(self, node: ReplicaNode) -> None:
-        if not node.host.up:
+        if not node.host.up and not node.retired:
             node.restart()
             self.trace(f"fault=restart node={node.name}")
 

@@ -155,10 +155,10 @@ class FrontendNode:
     def _tick(self) -> None:
         """`_tick_loop`: drop expired replicas, promote backups."""
         for view in self.live().tick(self.now()).install:
-            self._install(view)
+            self.install(view)
         self._arm_tick()
 
-    def _install(self, view: View) -> None:
+    def install(self, view: View) -> None:
         """Persist (compare-and-set on the epoch), then install; writes in flight to the
         tier are given up (`unless_changed`)."""
         manager = self.live()
@@ -216,7 +216,7 @@ class FrontendNode:
         manager = self.live()
         ready = manager.on_lease(request, self.now())
         for view in ready.install:
-            self._install(view)
+            self.install(view)
         granted = ready.granted
         if granted:
             self.cache.heard_primary(request.status, manager.views[TIER])

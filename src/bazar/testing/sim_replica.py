@@ -197,6 +197,7 @@ class ReplicaNode:
         self.waiting: deque[Callable[[], None]] = deque()
         self.serving_calls: dict[int, Call] = {}
         self.starts = 0
+        self.retired = False  # removed from its tier: never restarted
         network.handlers[name] = self.handle
 
     @property
