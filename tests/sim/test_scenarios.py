@@ -1,68 +1,44 @@
 """Hand-driven scenarios over the replica core and the simulator's store, for interleavings
-too rare to trust to random seeds. Each drives `replication/replica.py` exactly as `runtime.py`
-does (persist the Ready into `SimStore`, which keeps SQLite's transaction rules, then
-`advance`), and delivers the messages it chooses, in the order it chooses.
+too rare to trust to random seeds. Each replica is the production driver
+(`replication/driver.py`) over a `SimStore`, which keeps SQLite's transaction rules, started
+from it by `driver.boot` (`testing/drive.py`); the test chooses each step and delivers the
+messages it chooses, in the order it chooses.
 """
 
 from __future__ import annotations
 
 from bazar.frontend.views import initial_view, next_view
-from bazar.replication.ready import AbortBatch, CommitBatch, PruneLog, Ready, SaveEpoch, Stage
-from bazar.replication.replica import Replica, Timing
+from bazar.replication.ready import Ready
+from bazar.replication.replica import Timing
+from bazar.testing.drive import Process, apply, start, write
 from bazar.testing.sim_store import Buy, SimStore
-from bazar.wire import Append, Member, View
+from bazar.wire import Append, LeaseReply, LeaseRequest, Member, View
 
 MEMBERS = tuple(Member(name=name, url=name) for name in ("r1", "r2", "r3"))
 TIMING = Timing(lease_ms=1000, lease_renew_ms=100)
 
 
-def boot(name: str, store: SimStore, incarnation: int) -> Replica:
+def boot(name: str, store: SimStore, incarnation: int) -> Process:
     """A process started from its store, as `ReplicaRuntime.__init__` does."""
-    return Replica(
-        name=name,
-        tier="catalog",
-        pid=incarnation,
-        incarnation=f"{name}.{incarnation}",
-        boot_epoch=store.epoch,
-        epoch=store.epoch,
-        commit_seq=store.commit_seq,
-        commit_epoch=store.commit_epoch,
-        log=store,
-        timing=TIMING,
-        staged={entry.seq: entry for entry in store.staged},
-    )
+    return start(name, store, timing=TIMING, pid=incarnation)
 
 
-def apply(core: Replica, store: SimStore, ready: Ready) -> Ready:
-    for effect in ready.persist:
-        if isinstance(effect, SaveEpoch):
-            store.save_epoch(effect.epoch)
-        elif isinstance(effect, Stage):
-            store.stage(effect)
-        elif isinstance(effect, CommitBatch):
-            store.commit_batch(effect.entry)
-        elif isinstance(effect, AbortBatch):
-            store.abort_batch()
-        else:
-            assert isinstance(effect, PruneLog), effect
-            store.prune(effect.below_seq)
-    core.advance(ready)
-    return ready
+def lease(process: Process, view: View, now_ms: int) -> Ready:
+    apply(process, process.core.tick, now_ms=now_ms)
+    return grant(process, view, now_ms)
 
 
-def lease(core: Replica, store: SimStore, view: View, now_ms: int) -> Ready:
-    apply(core, store, core.tick(now_ms))
-    assert core.lease_sent is not None
-    return apply(
-        core, store, core.on_lease_reply(core.lease_sent[0], {"catalog": view}, True, now_ms)
-    )
-
-
-def grant(core: Replica, store: SimStore, view: View, now_ms: int) -> Ready:
+def grant(process: Process, view: View, now_ms: int) -> Ready:
     """Answer the lease request in flight (it must be one)."""
-    assert core.lease_sent is not None
-    seq = core.lease_sent[0]
-    return apply(core, store, core.on_lease_reply(seq, {"catalog": view}, True, now_ms))
+    assert process.core.lease_sent is not None
+    seq = process.core.lease_sent[0]
+    (send,) = [
+        send
+        for send in process.host.sent
+        if isinstance(send.message, LeaseRequest) and send.message.seq == seq
+    ]
+    answered = process.driver.answered(send, LeaseReply(views={"catalog": view}))
+    return apply(process, answered, now_ms=now_ms)
 
 
 def appends(ready: Ready, to: str) -> list[Append]:
@@ -80,20 +56,20 @@ def test_primary_never_acts_in_an_epoch_its_store_has_not_recorded() -> None:
     v2 = next_view(v1, backups=("r2",))  # r3 dropped, r1 still primary
     store = SimStore(initial={1: 10})
     primary = boot("r1", store, 0)
-    lease(primary, store, v1, 0)
-    entry, _ = store.begin_batch([Buy("first", 1, 1)], (primary.epoch, primary.next_seq()))
-    assert entry is not None
-    apply(primary, store, primary.propose(entry, 1))  # its Appends are lost
-    sent = appends(lease(primary, store, v2, 200), "r2")
-    apply(primary, store, primary.on_append_failed("r2", 300))
+    lease(primary, v1, 0)
+    _, proposed = write(primary, [Buy("first", 1, 1)], now_ms=1)  # its Appends are lost
+    assert proposed is not None
+    assert store.open is not None
+    sent = appends(lease(primary, v2, 200), "r2")
+    apply(primary, primary.core.on_append_failed("r2", 300))
     for now_ms in range(310, 500, 10):
-        sent += appends(apply(primary, store, primary.tick(now_ms)), "r2")
+        sent += appends(apply(primary, primary.core.tick(now_ms)), "r2")
         assert all(message.epoch <= store.epoch for message in sent), (sent, store.epoch)
     store.open = None  # kill -9: the open batch is gone
     restarted = boot("r1", store, 1)
-    lease(restarted, store, v2, 600)
+    lease(restarted, v2, 600)
     used = {message.epoch for message in sent}
-    assert restarted.role != "primary" or restarted.epoch not in used
+    assert restarted.core.role != "primary" or restarted.core.epoch not in used
 
 
 def test_backup_that_refused_a_commit_notice_is_told_again() -> None:
@@ -104,24 +80,24 @@ def test_backup_that_refused_a_commit_notice_is_told_again() -> None:
     v2 = next_view(v1)  # the same roles, a new epoch (re-issued)
     primary_store, backup_store = SimStore(initial={1: 10}), SimStore(initial={1: 10})
     primary, backup = boot("r1", primary_store, 0), boot("r2", backup_store, 0)
-    lease(primary, primary_store, v1, 0)
-    lease(backup, backup_store, v1, 0)
-    entry, _ = primary_store.begin_batch([Buy("k", 1, 1)], (primary.epoch, primary.next_seq()))
-    assert entry is not None
-    [message] = appends(apply(primary, primary_store, primary.propose(entry, 1)), "r2")
-    reply = apply(backup, backup_store, backup.on_append(message, 2)).reply
+    lease(primary, v1, 0)
+    lease(backup, v1, 0)
+    _, proposed = write(primary, [Buy("k", 1, 1)], now_ms=1)
+    assert proposed is not None
+    [message] = appends(proposed, "r2")
+    reply = apply(backup, backup.core.on_append(message, 2), reply_to="r1").reply
     assert reply is not None
-    apply(primary, primary_store, primary.on_append_reply("r2", message, reply, 3))
+    apply(primary, primary.core.on_append_reply("r2", message, reply, 3))
     assert primary_store.commit_seq == 1
-    lease(backup, backup_store, v2, 150)  # the backup hears of epoch 2 first
-    pending = appends(apply(primary, primary_store, primary.tick(160)), "r2")
+    lease(backup, v2, 150)  # the backup hears of epoch 2 first
+    pending = appends(apply(primary, primary.core.tick(160)), "r2")
     for now_ms in range(170, 1000, 10):
         for message in pending:
-            reply = apply(backup, backup_store, backup.on_append(message, now_ms)).reply
+            reply = apply(backup, backup.core.on_append(message, now_ms), reply_to="r1").reply
             assert reply is not None
-            apply(primary, primary_store, primary.on_append_reply("r2", message, reply, now_ms))
+            apply(primary, primary.core.on_append_reply("r2", message, reply, now_ms))
         pending = []
         if now_ms == 400:  # the primary hears of epoch 2
-            pending = appends(grant(primary, primary_store, v2, now_ms), "r2")
-        pending += appends(apply(primary, primary_store, primary.tick(now_ms)), "r2")
+            pending = appends(grant(primary, v2, now_ms), "r2")
+        pending += appends(apply(primary, primary.core.tick(now_ms)), "r2")
     assert backup_store.commit_seq == 1

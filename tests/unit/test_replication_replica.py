@@ -1,9 +1,16 @@
 """The pure replica core (`replication/replica.py`), one group of tests per numbered rule.
 
-Each test drives `Replica` the way `runtime.py` does: it calls an event method, applies the
-returned `Ready` (persist into a fake log, then `advance`), then delivers what was sent, by
-hand or through `Net`, a reliable in-order network with a front end that grants every lease.
-The last test runs the same loop over a lossy, duplicating and reordering network.
+Each replica is the production driver (`replication/driver.py`) over a `SimStore`, started
+from it by `driver.boot` (`testing/drive.py`). A test calls an event method of the core,
+hands the returned `Ready` to the driver (`apply`: persist into the store, `advance`, then
+the sends and answers, which the host records), then delivers what was sent, by hand or
+through `Net`, a reliable in-order network with a front end that grants every lease.
+Proposals go through the driver's batch path (`write`). The last test runs the same loop
+over a lossy, duplicating and reordering network.
+
+Every entry is a restock of nothing (`restock`, `entry`): it writes a book's row image and
+the restock's record, so the store can stage and apply any log of them, divergent ones
+included, and refuses one applied twice.
 """
 
 from __future__ import annotations
@@ -16,26 +23,31 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bazar.catalog.service import invalidation
+from bazar.errors import Abandoned
 from bazar.frontend.views import next_view
 from bazar.replication.ready import (
     FRONTEND,
     AbortBatch,
     CommitBatch,
     InstallSnapshot,
-    PruneLog,
     Ready,
     SaveEpoch,
     Send,
     SnapshotWanted,
     Stage,
 )
-from bazar.replication.replica import Replica, Timing
+from bazar.replication.replica import Timing
+from bazar.testing.drive import Event, Process, apply, start, write
+from bazar.testing.sim_store import Restock, SimStore, as_int, book_row
 from bazar.wire import (
     Append,
     AppendReply,
     Delete,
     Entry,
     Invalidate,
+    InvalidateReply,
+    LeaseReply,
     LeaseRequest,
     Member,
     Snapshot,
@@ -43,7 +55,6 @@ from bazar.wire import (
     View,
 )
 
-KEYS = {"books": "id"}
 LEASE_MS = 1000
 RENEW_MS = 100
 RETRY_MS = 50
@@ -59,96 +70,26 @@ TIMING = Timing(
     catch_up_entries_max=64,
     invalidate_retry_ms_max=INVALIDATE_RETRY_MS_MAX,
 )
+STOCK = 5
+BOOKS = dict.fromkeys((1, 2, 3, 7), STOCK)  # the books the entries below write
 
 
-# ---------------------------------------------------------------- the fake runtime
+# ---------------------------------------------------------------- replicas and their stores
 
 
-class FakeLog:
-    """The committed log of one replica: what `Store.read_log` would return."""
-
-    def __init__(self, committed: Sequence[Entry] = ()) -> None:
-        self.entries: dict[int, Entry] = {entry.seq: entry for entry in committed}
-        self.pruned_below = 1
-
-    def first_log_seq(self) -> int:
-        return self.pruned_below
-
-    def read_log(self, first_seq: int, last_seq: int | None, limit: int = 10_000) -> list[Entry]:
-        upper = max(self.entries, default=0) if last_seq is None else last_seq
-        found = [self.entries[seq] for seq in range(first_seq, upper + 1) if seq in self.entries]
-        return found[:limit]
+def restock(epoch: int, seq: int, book: int = 1) -> Restock:
+    """A restock of nothing, keyed by the version it is meant for: any log of them keeps
+    the store's ledger (stock == initial - sold + restocked), and no two share a key."""
+    return Restock(key=f"{epoch}.{seq}.{book}", book_id=book, delta=0)
 
 
-@dataclass
-class Node:
-    """One replica core and what its runtime did with each `Ready`: `applied` lists the
-    entries whose rows were written (in order), `log` the committed log, `saved_epoch` the
-    durable epoch. Like the runtime's single writer connection, a write made while a batch
-    transaction is open joins that transaction: it is durable at its COMMIT, gone at its
-    ROLLBACK."""
-
-    core: Replica
-    log: FakeLog
-    applied: list[Entry] = field(default_factory=list)
-    saved_epoch: int = 0
-    aborted: list[str] = field(default_factory=list)
-    lease_requests: list[LeaseRequest] = field(default_factory=list)
-    batch_epoch: int | None = None  # the epoch written in the open batch transaction, if any
-    snapshots: list[InstallSnapshot] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return self.core.name
-
-    def propose(self, entry: Entry, now_ms: int) -> Ready:
-        """As `_run_batch`: open the batch transaction that logs `entry`, then propose it."""
-        self.open_batch(entry)
-        return self.run(self.core.propose(entry, now_ms))
-
-    def open_batch(self, entry: Entry) -> None:
-        assert self.batch_epoch is None
-        self.batch_epoch = max(self.saved_epoch, entry.epoch)
-
-    def run(self, ready: Ready) -> Ready:
-        """Persist (in order), then advance, as `ReplicaRuntime.step` does."""
-        for effect in ready.persist:
-            if isinstance(effect, SaveEpoch) and self.batch_epoch is not None:
-                self.batch_epoch = max(self.batch_epoch, effect.epoch)
-            elif isinstance(effect, SaveEpoch):
-                self.saved_epoch = max(self.saved_epoch, effect.epoch)
-            elif isinstance(effect, Stage):
-                assert self.batch_epoch is None  # BEGIN inside the open batch would fail
-                self.saved_epoch = max(self.saved_epoch, effect.epoch)
-                for entry in effect.apply:
-                    self._commit(entry)
-            elif isinstance(effect, CommitBatch):
-                assert self.batch_epoch is not None
-                self.saved_epoch, self.batch_epoch = self.batch_epoch, None
-                self._commit(effect.entry)
-            elif isinstance(effect, PruneLog):
-                assert self.batch_epoch is None  # never inside a batch's transaction
-                self.log.pruned_below = effect.below_seq
-            elif isinstance(effect, InstallSnapshot):
-                self.saved_epoch = max(self.saved_epoch, effect.epoch)
-                self.snapshots.append(effect)
-            else:
-                assert self.batch_epoch is not None
-                self.batch_epoch = None
-                self.aborted.append(effect.reason)
-        self.core.advance(ready)
-        self.lease_requests += lease_requests(ready)
-        return ready
-
-    def _commit(self, entry: Entry) -> None:
-        assert entry.seq not in self.log.entries
-        self.log.entries[entry.seq] = entry
-        self.applied.append(entry)
-
-    def entry_at(self, seq: int) -> Entry | None:
-        """This replica's entry at `seq`, committed or staged."""
-        committed = self.log.entries.get(seq)
-        return committed if committed is not None else self.core.staged.get(seq)
+def entry(epoch: int, seq: int, book: int = 1) -> Entry:
+    """The entry `restock(epoch, seq, book)` logs at version (epoch, seq), on any store:
+    the book's row image (id, stock, epoch, seq) and the restock's record."""
+    logged, _ = SimStore(initial=BOOKS).begin_batch([restock(epoch, seq, book)], (epoch, seq))
+    assert logged is not None
+    assert logged.changes[0] == Upsert(table="books", row=book_row(book, STOCK, (epoch, seq)))
+    return logged
 
 
 def node(
@@ -157,41 +98,72 @@ def node(
     epoch: int = 0,
     committed: Sequence[Entry] = (),
     staged: Sequence[Entry] = (),
+    pruned_below: int | None = None,
     timing: Timing = TIMING,
     notify: bool = False,
-) -> Node:
-    """A replica as `ReplicaRuntime` boots it from disk."""
-    log = FakeLog(committed)
-    core = Replica(
-        name=name,
-        tier="catalog",
-        pid=1,
-        incarnation=f"{name}-incarnation",
-        boot_epoch=epoch,
-        epoch=epoch,
-        commit_seq=len(committed),
-        commit_epoch=committed[-1].epoch if committed else 0,
-        log=log,
-        timing=timing,
-        notify=invalidation if notify else None,
-        staged={entry.seq: entry for entry in staged},
+) -> Process:
+    """A replica as the runtime boots it (`driver.boot`) from a store that holds
+    `committed` (applied), then `staged`, at `epoch`, its log pruned below `pruned_below`.
+    With `notify`, it invalidates the front end as the catalog does."""
+    store = SimStore(initial=BOOKS)
+    store.stage(
+        Stage(
+            epoch=epoch,
+            truncate_from=None,
+            stage=(*committed, *staged),
+            apply=tuple(committed),
+            commit_seq=len(committed),
+        )
     )
-    return Node(core=core, log=log, saved_epoch=epoch)
+    if pruned_below is not None:
+        store.prune(pruned_below)
+    return start(name, store, timing=timing, notify=invalidation if notify else None)
 
 
-def invalidation(entries: Sequence[Entry]) -> Invalidate | None:
-    """The catalog's notify: the books a write changes, at the version of its last entry."""
-    books = sorted(
-        {int(c.row["id"] or 0) for e in entries for c in e.changes if isinstance(c, Upsert)}
-    )
-    last = entries[-1]
-    return Invalidate(books=tuple(books), version=(last.epoch, last.seq))
+def propose(n: Process, expected: Entry, now_ms: int) -> Ready:
+    """`n` runs the batch of `expected`'s restock through the driver's batch path (it must
+    log exactly `expected`) and returns the batch's step."""
+    (record,) = [c.row for c in expected.changes if isinstance(c, Upsert) and c.table != "books"]
+    command = Restock(key=str(record["key"]), book_id=as_int(record["book_id"]), delta=0)
+    logged, ready = write(n, [command], now_ms=now_ms)
+    assert logged == expected
+    assert ready is not None
+    return ready
 
 
-def entry(epoch: int, seq: int, book: int = 1, stock: int = 5) -> Entry:
-    return Entry(
-        epoch=epoch, seq=seq, changes=[Upsert(table="books", row={"id": book, "stock": stock})]
-    )
+def committed(n: Process) -> dict[int, Entry]:
+    """The committed log `n`'s store holds (what `read_log` serves)."""
+    return {seq: e for seq, e in sorted(n.store.log.items()) if seq <= n.store.commit_seq}
+
+
+def applied(n: Process) -> list[Entry]:
+    """The entries whose rows `n`'s store holds, in seq order: its whole committed log
+    (never pruned here), each entry's record present, no other record, and each book's row
+    the image its last entry wrote."""
+    log = [n.store.log[seq] for seq in range(1, n.store.commit_seq + 1)]
+    records = {table: set(rows) for table, rows in n.store.rows.items() if table != "books"}
+    books = {book: book_row(book, STOCK, (0, 0)) for book in BOOKS}
+    logged: dict[str, set[int | str]] = {table: set() for table in records}
+    for e in log:
+        for change in e.changes:
+            assert isinstance(change, Upsert)
+            if change.table == "books":
+                books[as_int(change.row["id"])] = change.row
+            else:
+                logged[change.table].add(str(change.row["key"]))
+    assert records == logged, (records, logged)
+    assert n.store.rows["books"] == books
+    return log
+
+
+def entry_at(n: Process, seq: int) -> Entry | None:
+    """This replica's entry at `seq`, committed or staged (its store's log)."""
+    return n.store.log.get(seq)
+
+
+def sent_lease_requests(n: Process) -> list[LeaseRequest]:
+    """Every lease request `n`'s driver has sent."""
+    return [s.message for s in n.host.sent if isinstance(s.message, LeaseRequest)]
 
 
 def view(
@@ -251,35 +223,37 @@ def stages(ready: Ready) -> list[Stage]:
 # ---------------------------------------------------------------- driving one replica
 
 
-def request_lease(n: Node, now_ms: int) -> LeaseRequest:
+def request_lease(n: Process, now_ms: int) -> LeaseRequest:
     """Tick `n` at `now_ms`, when its renewal is due, and return the lease request it sends."""
-    (request,) = lease_requests(n.run(n.core.tick(now_ms)))
+    (request,) = lease_requests(apply(n, n.core.tick(now_ms)))
     return request
 
 
 def answer(
-    n: Node, request: LeaseRequest, v: View | None, now_ms: int, *, granted: bool = True
+    n: Process, request: LeaseRequest, v: View | None, now_ms: int, *, granted: bool = True
 ) -> Ready:
     views: dict[str, View] = {} if v is None else {v.tier: v}
-    return n.run(n.core.on_lease_reply(request.seq, views, granted, now_ms))
+    return apply(n, n.core.on_lease_reply(request.seq, views, granted, now_ms))
 
 
-def leased(n: Node, v: View, now_ms: int = 0) -> Node:
+def leased(n: Process, v: View, now_ms: int = 0) -> Process:
     """`n` asks for a lease at `now_ms` and is answered at once with view `v`."""
     answer(n, request_lease(n, now_ms), v, now_ms)
     return n
 
 
-def deliver(backup: Node, message: Append, now_ms: int = 0) -> AppendReply:
-    ready = backup.run(backup.core.on_append(message, now_ms))
+def deliver(backup: Process, message: Append, now_ms: int = 0) -> AppendReply:
+    """`backup` takes `message`; returns the reply its driver sent the primary."""
+    ready = apply(backup, backup.core.on_append(message, now_ms), reply_to=message.primary)
     assert ready.reply is not None
+    assert backup.host.replies[-1] == (message.primary, ready.reply)
     return ready.reply
 
 
-def exchange(primary: Node, backup: Node, message: Append, now_ms: int) -> Ready:
+def exchange(primary: Process, backup: Process, message: Append, now_ms: int) -> Ready:
     """Deliver `message` to `backup` and hand its reply to `primary`."""
     reply = deliver(backup, message, now_ms)
-    return primary.run(primary.core.on_append_reply(backup.name, message, reply, now_ms))
+    return apply(primary, primary.core.on_append_reply(backup.name, message, reply, now_ms))
 
 
 @dataclass
@@ -287,35 +261,37 @@ class Net:
     """A reliable network that delivers in order, and a front end that answers every lease
     request with `views` and takes every invalidation."""
 
-    nodes: dict[str, Node]
+    nodes: dict[str, Process]
     views: dict[str, View]
     now_ms: int = 0
     sent: list[tuple[str, Send]] = field(default_factory=list)
 
     def run(self, name: str, ready: Ready) -> Ready:
         """Apply `ready` on `name`, then deliver everything it causes until all is quiet."""
-        queue = [(name, send) for send in self.nodes[name].run(ready).send]
+        return self.flow(name, apply(self.nodes[name], ready))
+
+    def propose(self, name: str, expected: Entry) -> Ready:
+        return self.flow(name, propose(self.nodes[name], expected, self.now_ms))
+
+    def flow(self, name: str, ready: Ready) -> Ready:
+        """Deliver everything `ready` (applied on `name`) causes until all is quiet."""
+        queue = [(name, send) for send in ready.send]
         while queue:
             sender, send = queue.pop(0)
             self.sent.append((sender, send))
-            follow = self.nodes[sender].run(self._deliver(sender, send))
+            follow = apply(self.nodes[sender], self._answered(sender, send), now_ms=self.now_ms)
             queue += [(sender, later) for later in follow.send]
         return ready
 
-    def _deliver(self, sender: str, send: Send) -> Ready:
-        core = self.nodes[sender].core
+    def _answered(self, sender: str, send: Send) -> Event:
+        driver = self.nodes[sender].driver
         message = send.message
         if isinstance(message, LeaseRequest):
-            return core.on_lease_reply(message.seq, dict(self.views), True, self.now_ms)
+            return driver.answered(send, LeaseReply(views=dict(self.views)))
         if isinstance(message, Invalidate):
-            return core.on_invalidate_reply(self.now_ms)
+            return driver.answered(send, InvalidateReply(dropped=0))
         assert isinstance(message, Append)
-        reply = deliver(self.nodes[send.to], message, self.now_ms)
-        return core.on_append_reply(send.to, message, reply, self.now_ms)
-
-    def propose(self, name: str, entry: Entry) -> Ready:
-        self.nodes[name].open_batch(entry)
-        return self.run(name, self.nodes[name].core.propose(entry, self.now_ms))
+        return driver.answered(send, deliver(self.nodes[send.to], message, self.now_ms))
 
     def sent_to(self, name: str) -> list[Append]:
         return [s.message for _, s in self.sent if s.to == name and isinstance(s.message, Append)]
@@ -341,7 +317,7 @@ def test_primary_commits_a_batch_only_after_every_backup_of_its_view_acked() -> 
     r1 = leased(node("r1"), view(1, backups=("r2", "r3")))
     r2, r3 = node("r2"), node("r3")
     first = entry(1, 1)
-    ready = r1.propose(first, 10)
+    ready = propose(r1, first, 10)
     sent = appends(ready)
     assert set(sent) == {"r2", "r3"}
     assert sent["r2"] == append(1, (0, 0), [first], commit_seq=0)
@@ -350,7 +326,7 @@ def test_primary_commits_a_batch_only_after_every_backup_of_its_view_acked() -> 
     assert not r1.core.can_propose(11)
     assert exchange(r1, r3, sent["r3"], 12).persist == [CommitBatch(first)]
     assert r1.core.commit_seq == 1
-    assert r1.log.entries == {1: first}
+    assert committed(r1) == {1: first}
     assert r1.core.can_propose(12)
     assert r1.core.next_seq() == 2
 
@@ -359,12 +335,12 @@ def test_primary_commits_nothing_after_its_lease_expired_and_resumes_on_a_lease_
     r1 = leased(node("r1"), view(1))  # sent at 0: leased until LEASE_MS
     r2 = node("r2")
     first = entry(1, 1)
-    message = appends(r1.propose(first, 10))["r2"]
+    message = appends(propose(r1, first, 10))["r2"]
     ready = exchange(r1, r2, message, LEASE_MS)
     assert not commits(ready)
     assert not r1.core.serving(LEASE_MS)
     (renewal,) = lease_requests(ready)
-    assert not commits(r1.run(r1.core.tick(LEASE_MS + 5)))
+    assert not commits(apply(r1, r1.core.tick(LEASE_MS + 5)))
     ready = answer(r1, renewal, view(1), LEASE_MS + 10)
     assert ready.persist == [CommitBatch(first)]
     assert r1.core.serving(2 * LEASE_MS - 1)  # measured from the renewal's send
@@ -375,25 +351,25 @@ def test_primary_waits_for_the_front_end_to_take_the_invalidation_before_committ
     r1 = leased(node("r1", notify=True), view(1))
     r2 = node("r2")
     first = entry(1, 1, book=7)
-    ready = r1.propose(first, 10)
+    ready = propose(r1, first, 10)
     assert invalidations(ready) == [Invalidate(books=(7,), version=(1, 1))]
     assert [s.to for s in ready.send if isinstance(s.message, Invalidate)] == [FRONTEND]
     assert r1.core.status().invalidating == Invalidate(books=(7,), version=(1, 1))
     assert not exchange(r1, r2, appends(ready)["r2"], 11).persist
-    assert r1.run(r1.core.on_invalidate_reply(12)).persist == [CommitBatch(first)]
+    assert apply(r1, r1.core.on_invalidate_reply(12)).persist == [CommitBatch(first)]
     assert r1.core.status().invalidating is None
 
 
 def test_failed_invalidation_is_retried_with_a_doubling_backoff_up_to_its_maximum() -> None:
     r1 = leased(node("r1", notify=True), view(1, backups=()))
-    r1.propose(entry(1, 1), 10)
+    propose(r1, entry(1, 1), 10)
     now_ms = 10
     capped_ms = INVALIDATE_RETRY_MS_MAX
     for backoff_ms in (RETRY_MS, 2 * RETRY_MS, 4 * RETRY_MS, capped_ms, capped_ms):
-        assert not r1.run(r1.core.on_invalidate_failed(now_ms)).persist
-        assert not invalidations(r1.run(r1.core.tick(now_ms + backoff_ms - 1)))
+        assert not apply(r1, r1.core.on_invalidate_failed(now_ms)).persist
+        assert not invalidations(apply(r1, r1.core.tick(now_ms + backoff_ms - 1)))
         now_ms += backoff_ms
-        ready = r1.run(r1.core.tick(now_ms))
+        ready = apply(r1, r1.core.tick(now_ms))
         assert invalidations(ready) == [Invalidate(books=(1,), version=(1, 1))]
         assert not commits(ready)
 
@@ -402,14 +378,14 @@ def test_primary_tells_idle_backups_the_commit_point_commit_notice_ms_after_a_co
     r1 = leased(node("r1"), view(1))
     r2 = node("r2")
     first = entry(1, 1)
-    exchange(r1, r2, appends(r1.propose(first, 10))["r2"], 12)
-    assert r2.applied == []
-    assert not appends(r1.run(r1.core.tick(12 + NOTICE_MS - 1)))
-    notice = appends(r1.run(r1.core.tick(12 + NOTICE_MS)))["r2"]
+    exchange(r1, r2, appends(propose(r1, first, 10))["r2"], 12)
+    assert applied(r2) == []
+    assert not appends(apply(r1, r1.core.tick(12 + NOTICE_MS - 1)))
+    notice = appends(apply(r1, r1.core.tick(12 + NOTICE_MS)))["r2"]
     assert notice == append(1, (1, 1), [], commit_seq=1)
     exchange(r1, r2, notice, 15)
-    assert r2.applied == [first]
-    assert not appends(r1.run(r1.core.tick(30)))  # once told, nothing more to say
+    assert applied(r2) == [first]
+    assert not appends(apply(r1, r1.core.tick(30)))  # once told, nothing more to say
 
 
 def test_commit_notice_that_failed_is_sent_again_until_an_idle_backup_applies() -> None:
@@ -418,14 +394,14 @@ def test_commit_notice_that_failed_is_sent_again_until_an_idle_backup_applies() 
     r1 = leased(node("r1"), view(1))
     r2 = node("r2")
     first = entry(1, 1)
-    exchange(r1, r2, appends(r1.propose(first, 10))["r2"], 12)
-    notice = appends(r1.run(r1.core.tick(12 + NOTICE_MS)))["r2"]
-    r1.run(r1.core.on_append_failed("r2", 20))
-    later = [appends(r1.run(r1.core.tick(now_ms))).get("r2") for now_ms in range(21, 500)]
+    exchange(r1, r2, appends(propose(r1, first, 10))["r2"], 12)
+    notice = appends(apply(r1, r1.core.tick(12 + NOTICE_MS)))["r2"]
+    apply(r1, r1.core.on_append_failed("r2", 20))
+    later = [appends(apply(r1, r1.core.tick(now_ms))).get("r2") for now_ms in range(21, 500)]
     resent = [message for message in later if message is not None]
     assert resent[:1] == [notice]
     exchange(r1, r2, notice, 500)
-    assert r2.applied == [first]
+    assert applied(r2) == [first]
 
 
 def test_commit_notice_is_sent_again_to_each_backup_whose_notice_failed() -> None:
@@ -434,23 +410,23 @@ def test_commit_notice_is_sent_again_to_each_backup_whose_notice_failed() -> Non
     r1 = leased(node("r1"), view(1, backups=("r2", "r3")))
     r2, r3 = node("r2"), node("r3")
     first = entry(1, 1)
-    sent = appends(r1.propose(first, 10))
+    sent = appends(propose(r1, first, 10))
     exchange(r1, r2, sent["r2"], 11)
     exchange(r1, r3, sent["r3"], 12)
-    assert set(appends(r1.run(r1.core.tick(12 + NOTICE_MS)))) == {"r2", "r3"}
-    r1.run(r1.core.on_append_failed("r3", 20))
-    r1.run(r1.core.on_append_failed("r2", 30))
-    later = [appends(r1.run(r1.core.tick(now_ms))) for now_ms in range(31, 500)]
+    assert set(appends(apply(r1, r1.core.tick(12 + NOTICE_MS)))) == {"r2", "r3"}
+    apply(r1, r1.core.on_append_failed("r3", 20))
+    apply(r1, r1.core.on_append_failed("r2", 30))
+    later = [appends(apply(r1, r1.core.tick(now_ms))) for now_ms in range(31, 500)]
     assert {"r2", "r3"} <= {name for sends in later for name in sends}
 
 
 def test_primary_sends_a_peer_one_append_at_a_time_and_retries_a_failed_one_later() -> None:
     r1 = leased(node("r1"), view(1))
-    message = appends(r1.propose(entry(1, 1), 10))["r2"]
-    assert not appends(r1.run(r1.core.tick(20)))  # still waiting for the answer
-    assert not appends(r1.run(r1.core.on_append_failed("r2", 30)))
-    assert not appends(r1.run(r1.core.tick(30 + RETRY_MS - 1)))
-    assert appends(r1.run(r1.core.tick(30 + RETRY_MS))) == {"r2": message}
+    message = appends(propose(r1, entry(1, 1), 10))["r2"]
+    assert not appends(apply(r1, r1.core.tick(20)))  # still waiting for the answer
+    assert not appends(apply(r1, r1.core.on_append_failed("r2", 30)))
+    assert not appends(apply(r1, r1.core.tick(30 + RETRY_MS - 1)))
+    assert appends(apply(r1, r1.core.tick(30 + RETRY_MS))) == {"r2": message}
 
 
 def test_backup_that_reports_a_gap_is_sent_the_log_from_its_last_seq() -> None:
@@ -460,10 +436,10 @@ def test_backup_that_reports_a_gap_is_sent_the_log_from_its_last_seq() -> None:
     net.run("r1", r1.core.tick(0))
     third = entry(2, 3)
     net.propose("r1", third)
-    assert r1.log.entries[3] == third
+    assert committed(r1)[3] == third
     carrying = [message for message in net.sent_to("r2") if message.entries]
     assert carrying == [append(2, (0, 0), [*history, third], commit_seq=2)]
-    assert r2.applied == history
+    assert applied(r2) == history
     assert r2.core.staged == {3: third}
 
 
@@ -479,10 +455,11 @@ def test_min_in_sync_blocks_proposals_until_the_view_has_enough_backups() -> Non
 def test_min_in_sync_abandons_a_batch_whose_backup_was_dropped_instead_of_committing() -> None:
     timing = Timing(lease_ms=LEASE_MS, lease_renew_ms=RENEW_MS, min_in_sync=2)
     r1 = leased(node("r1", timing=timing), view(1, backups=("r2",)))
-    r1.propose(entry(1, 1), 1)
+    propose(r1, entry(1, 1), 1)
     ready = answer(r1, request_lease(r1, RENEW_MS), view(2, backups=()), RENEW_MS)
     assert commits(ready) == []
-    assert len(r1.aborted) == 1
+    assert [type(error) for error in r1.host.errors()] == [Abandoned]  # its batch, aborted
+    assert r1.store.open is None
     assert r1.core.boot_epoch == 2  # never again primary in epoch 2: it may be staged
 
 
@@ -493,13 +470,14 @@ def test_view_that_drops_a_silent_backup_rolls_the_batch_back_and_saves_the_epoc
     r1 = leased(node("r1"), view(1, backups=("r2", "r3")))
     r2 = node("r2")
     first = entry(1, 1)
-    sent = appends(r1.propose(first, 10))
+    sent = appends(propose(r1, first, 10))
     assert not exchange(r1, r2, sent["r2"], 11).persist  # r3 never answers
     renewal = request_lease(r1, RENEW_MS)
     dropped = view(2, backups=("r2",), members=("r1", "r2", "r3"))
     ready = answer(r1, renewal, dropped, RENEW_MS + 1)
     assert ready.persist == [AbortBatch("a new epoch while the batch is open"), SaveEpoch(2)]
-    assert (r1.saved_epoch, r1.core.boot_epoch, r1.core.role) == (2, 2, "none")
+    assert (r1.store.epoch, r1.core.boot_epoch, r1.core.role) == (2, 2, "none")
+    assert r1.store.open is None
     answer(r1, request_lease(r1, 2 * RENEW_MS), next_view(dropped), 2 * RENEW_MS)
     assert r1.core.role == "primary"
     assert r1.core.next_seq() == 1  # the rolled-back entry's seq, in a new epoch
@@ -514,17 +492,17 @@ def test_backup_stages_then_applies_at_the_commit_point() -> None:
         status="ok", epoch=1, last_seq=1, commit_seq=0
     )
     assert backup.core.staged == {1: entry(1, 1)}
-    assert backup.applied == []
+    assert applied(backup) == []
     reply = deliver(backup, append(1, (1, 1), [entry(1, 2)], commit_seq=1))
     assert (reply.last_seq, reply.commit_seq) == (2, 1)
-    assert backup.applied == [entry(1, 1)]
+    assert applied(backup) == [entry(1, 1)]
     assert backup.core.staged == {2: entry(1, 2)}
     assert (backup.core.commit_seq, backup.core.last_seq) == (1, 2)
 
 
 def test_backup_reports_a_gap_instead_of_skipping_entries() -> None:
     backup = node("r2", epoch=1)
-    ready = backup.run(backup.core.on_append(append(1, (1, 3), [entry(1, 4)], 3), 0))
+    ready = apply(backup, backup.core.on_append(append(1, (1, 3), [entry(1, 4)], 3), 0))
     assert ready.reply == AppendReply(status="gap", epoch=1, last_seq=0, commit_seq=0)
     assert not ready.persist
     assert backup.core.last_seq == 0
@@ -533,7 +511,7 @@ def test_backup_reports_a_gap_instead_of_skipping_entries() -> None:
 def test_duplicate_append_is_acknowledged_without_writing_twice() -> None:
     backup = node("r2")
     deliver(backup, append(1, (0, 0), [entry(1, 1)], commit_seq=0))
-    ready = backup.run(backup.core.on_append(append(1, (0, 0), [entry(1, 1)], 0), 0))
+    ready = apply(backup, backup.core.on_append(append(1, (0, 0), [entry(1, 1)], 0), 0))
     assert ready.reply == AppendReply(status="ok", epoch=1, last_seq=1, commit_seq=0)
     assert ready.persist == []
 
@@ -543,39 +521,39 @@ def test_commit_point_ahead_of_the_entries_applies_only_what_is_staged() -> None
     deliver(backup, append(1, (0, 0), [entry(1, 1)], commit_seq=0))
     reply = deliver(backup, append(1, (1, 1), [], commit_seq=5))
     assert reply.commit_seq == 1
-    assert backup.applied == [entry(1, 1)]
+    assert applied(backup) == [entry(1, 1)]
 
 
 def test_committed_entry_is_never_replaced() -> None:
     backup = node("r2", epoch=1, committed=[entry(1, 1)])
-    ready = backup.run(backup.core.on_append(append(2, (0, 0), [entry(2, 1)], 1), 0))
+    ready = apply(backup, backup.core.on_append(append(2, (0, 0), [entry(2, 1)], 1), 0))
     assert ready.reply == AppendReply(status="ok", epoch=2, last_seq=1, commit_seq=1)
     assert stages(ready) == [Stage(epoch=2, truncate_from=None, stage=(), apply=(), commit_seq=1)]
-    assert backup.log.entries == {1: entry(1, 1)}
+    assert committed(backup) == {1: entry(1, 1)}
     assert backup.core.truncations == 0
 
 
 def test_dirty_rows_and_the_committed_overlay() -> None:
     backup = node("r2")
     deliver(backup, append(1, (0, 0), [entry(1, 1, book=3)], commit_seq=0))
-    assert backup.core.dirty(KEYS, "books") == {3}
-    assert backup.core.dirty(KEYS, "orders") == set()
+    assert backup.core.dirty(backup.store.tables, "books") == {3}
+    assert backup.core.dirty(backup.store.tables, "orders") == set()
     assert backup.core.committed_overlay(0) == []
     assert backup.core.committed_overlay(1) == [entry(1, 1, book=3)]
     deliver(backup, append(1, (1, 1), [], commit_seq=1))
-    assert backup.core.dirty(KEYS, "books") == set()
+    assert backup.core.dirty(backup.store.tables, "books") == set()
 
 
 def test_deleted_rows_are_dirty_too() -> None:
     backup = node("r2")
     removal = Entry(epoch=1, seq=1, changes=[Delete(table="books", key=4)])
     deliver(backup, append(1, (0, 0), [removal], commit_seq=0))
-    assert backup.core.dirty(KEYS, "books") == {4}
+    assert backup.core.dirty(backup.store.tables, "books") == {4}
 
 
 def test_backup_rejects_an_append_from_an_older_epoch() -> None:
     backup = node("r2", epoch=2)
-    ready = backup.run(backup.core.on_append(append(1, (0, 0), [entry(1, 1)], 0), 0))
+    ready = apply(backup, backup.core.on_append(append(1, (0, 0), [entry(1, 1)], 0), 0))
     assert ready.reply == AppendReply(status="stale_epoch", epoch=2, last_seq=0, commit_seq=0)
     assert ready.persist == []
 
@@ -583,7 +561,7 @@ def test_backup_rejects_an_append_from_an_older_epoch() -> None:
 def test_primary_rejects_an_append_of_its_own_epoch() -> None:
     r1 = leased(node("r1"), view(1))
     message = append(1, (0, 0), [entry(1, 1)], commit_seq=0, primary="r2")
-    ready = r1.run(r1.core.on_append(message, 10))
+    ready = apply(r1, r1.core.on_append(message, 10))
     assert ready.reply is not None
     assert ready.reply.status == "stale_epoch"
     assert ready.persist == []
@@ -593,12 +571,12 @@ def test_primary_rejects_an_append_of_its_own_epoch() -> None:
 def test_backup_takes_the_newer_epoch_of_an_append_before_its_view() -> None:
     backup = leased(node("r2"), view(1))
     assert backup.core.serving(10)
-    ready = backup.run(backup.core.on_append(append(2, (0, 0), [], 0, primary="r3"), 10))
+    ready = apply(backup, backup.core.on_append(append(2, (0, 0), [], 0, primary="r3"), 10))
     assert stages(ready) == [Stage(epoch=2, truncate_from=None, stage=(), apply=(), commit_seq=0)]
     assert backup.core.epoch == 2
     assert backup.core.role == "none"  # its view is of epoch 1: it serves nothing until epoch 2's
     assert not backup.core.serving(10)
-    stale = backup.run(backup.core.on_append(append(1, (0, 0), [], 0), 11))
+    stale = apply(backup, backup.core.on_append(append(1, (0, 0), [], 0), 11))
     assert stale.reply is not None
     assert stale.reply.status == "stale_epoch"
 
@@ -613,13 +591,13 @@ def test_view_older_than_the_epoch_seen_is_ignored() -> None:
 
 def test_stale_epoch_reply_makes_the_primary_ask_the_front_end_at_once() -> None:
     r1 = leased(node("r1"), view(1))
-    message = appends(r1.propose(entry(1, 1), 10))["r2"]
+    message = appends(propose(r1, entry(1, 1), 10))["r2"]
     stale = AppendReply(status="stale_epoch", epoch=2, last_seq=0, commit_seq=0)
-    ready = r1.run(r1.core.on_append_reply("r2", message, stale, 20))
+    ready = apply(r1, r1.core.on_append_reply("r2", message, stale, 20))
     assert not ready.persist
     assert [request.seq for request in lease_requests(ready)] == [2]  # not at RENEW_MS
-    assert not appends(r1.run(r1.core.tick(20 + RETRY_MS - 1)))
-    assert appends(r1.run(r1.core.tick(20 + RETRY_MS))) == {"r2": message}
+    assert not appends(apply(r1, r1.core.tick(20 + RETRY_MS - 1)))
+    assert appends(apply(r1, r1.core.tick(20 + RETRY_MS))) == {"r2": message}
 
 
 # ---------------------------------------------------------------- rule 4: boot epoch
@@ -638,7 +616,7 @@ def test_restarted_primary_does_not_act_in_an_epoch_it_may_have_used() -> None:
 
 def test_view_that_deposes_the_primary_aborts_its_batch_and_steps_it_down() -> None:
     r1 = leased(node("r1"), view(1))
-    r1.propose(entry(1, 1), 10)
+    propose(r1, entry(1, 1), 10)
     deposed = view(2, primary="r2", backups=("r1",))
     ready = answer(r1, request_lease(r1, RENEW_MS), deposed, RENEW_MS)
     assert SaveEpoch(2) in ready.persist
@@ -653,7 +631,7 @@ def test_view_that_deposes_the_primary_aborts_its_batch_and_steps_it_down() -> N
 
 def test_primary_that_stepped_down_proposes_the_same_seq_only_in_a_newer_epoch() -> None:
     r1 = leased(node("r1"), view(1))
-    r1.propose(entry(1, 1), 10)
+    propose(r1, entry(1, 1), 10)
     answer(r1, request_lease(r1, RENEW_MS), view(2, primary="r2", backups=("r1",)), RENEW_MS)
     answer(r1, request_lease(r1, 2 * RENEW_MS), view(3), 2 * RENEW_MS)
     assert r1.core.role == "primary"
@@ -665,19 +643,20 @@ def test_view_that_deposes_a_primary_rolls_back_its_batch_before_saving_the_new_
     first, the new epoch is written inside the batch and undone by its ROLLBACK (as
     `on_append` knows: it aborts before it stages)."""
     r1 = leased(node("r1"), view(1))
-    r1.propose(entry(1, 1), 10)
+    propose(r1, entry(1, 1), 10)
     deposed = view(2, primary="r2", backups=("r1",))
     ready = answer(r1, request_lease(r1, RENEW_MS), deposed, RENEW_MS)
-    assert len(r1.aborted) == 1
+    assert [type(error) for error in r1.host.errors()] == [Abandoned]  # its batch, aborted
+    assert r1.store.open is None
     assert r1.core.epoch == 2
-    assert r1.saved_epoch == 2, [type(effect).__name__ for effect in ready.persist]
+    assert r1.store.epoch == 2, [type(effect).__name__ for effect in ready.persist]
 
 
 def test_append_from_a_newer_epoch_makes_a_primary_abort_its_batch_and_stage() -> None:
     r1 = leased(node("r1"), view(1))
-    r1.propose(entry(1, 1), 10)
-    newer = entry(2, 1, stock=9)
-    ready = r1.run(r1.core.on_append(append(2, (0, 0), [newer], 0, primary="r2"), 20))
+    propose(r1, entry(1, 1), 10)
+    newer = entry(2, 1)
+    ready = apply(r1, r1.core.on_append(append(2, (0, 0), [newer], 0, primary="r2"), 20))
     assert ready.persist == [
         AbortBatch("a newer primary appends"),
         Stage(epoch=2, truncate_from=None, stage=(newer,), apply=(), commit_seq=0),
@@ -686,7 +665,7 @@ def test_append_from_a_newer_epoch_makes_a_primary_abort_its_batch_and_stage() -
     assert r1.core.role == "none"
     assert r1.core.boot_epoch >= 1
     assert r1.core.staged == {1: newer}
-    assert not appends(r1.run(r1.core.tick(30)))
+    assert not appends(apply(r1, r1.core.tick(30)))
 
 
 # ---------------------------------------------------------------- rule 5: one entry per version
@@ -694,12 +673,12 @@ def test_append_from_a_newer_epoch_makes_a_primary_abort_its_batch_and_stage() -
 
 def test_staged_entry_from_an_older_epoch_is_replaced() -> None:
     backup = node("r2")
-    deliver(backup, append(1, (0, 0), [entry(1, 1, stock=4)], commit_seq=0))
-    ready = backup.run(backup.core.on_append(append(2, (0, 0), [entry(2, 1, stock=3)], 0), 0))
+    deliver(backup, append(1, (0, 0), [entry(1, 1)], commit_seq=0))
+    ready = apply(backup, backup.core.on_append(append(2, (0, 0), [entry(2, 1)], 0), 0))
     assert stages(ready) == [
-        Stage(epoch=2, truncate_from=1, stage=(entry(2, 1, stock=3),), apply=(), commit_seq=0)
+        Stage(epoch=2, truncate_from=1, stage=(entry(2, 1),), apply=(), commit_seq=0)
     ]
-    assert backup.core.staged == {1: entry(2, 1, stock=3)}
+    assert backup.core.staged == {1: entry(2, 1)}
     assert backup.core.epoch == 2
 
 
@@ -710,7 +689,7 @@ def test_mismatch_at_prev_seq_truncates_and_asks_for_an_earlier_point() -> None:
     assert reply == AppendReply(status="gap", epoch=2, last_seq=0, commit_seq=0)
     assert backup.core.staged == {}
     assert (backup.core.last_seq, backup.core.commit_seq) == (0, 0)
-    assert backup.applied == []
+    assert applied(backup) == []
 
 
 def test_truncation_is_counted_for_reads_in_flight() -> None:
@@ -728,10 +707,10 @@ def test_lease_requests_carry_increasing_seq() -> None:
     r2 = node("r2")
     first = request_lease(r2, 0)
     answer(r2, first, view(1), 1)
-    assert not lease_requests(r2.run(r2.core.tick(RENEW_MS - 1)))
+    assert not lease_requests(apply(r2, r2.core.tick(RENEW_MS - 1)))
     second = request_lease(r2, RENEW_MS)
-    r2.run(r2.core.on_lease_failed(second.seq, RENEW_MS + 10))
-    assert not lease_requests(r2.run(r2.core.tick(RENEW_MS + 10 + RETRY_MS - 1)))
+    apply(r2, r2.core.on_lease_failed(second.seq, RENEW_MS + 10))
+    assert not lease_requests(apply(r2, r2.core.tick(RENEW_MS + 10 + RETRY_MS - 1)))
     third = request_lease(r2, RENEW_MS + 10 + RETRY_MS)
     assert [first.seq, second.seq, third.seq] == [1, 2, 3]
 
@@ -748,7 +727,7 @@ def test_lease_is_measured_from_when_the_request_was_sent() -> None:
 def test_lease_answer_to_a_request_the_replica_gave_up_on_grants_nothing() -> None:
     r2 = node("r2")
     request = request_lease(r2, 0)
-    r2.run(r2.core.on_lease_failed(request.seq, 300))
+    apply(r2, r2.core.on_lease_failed(request.seq, 300))
     ready = answer(r2, request, view(1), 310)
     assert ready.persist == []
     assert r2.core.view is None
@@ -758,7 +737,7 @@ def test_lease_answer_to_a_request_the_replica_gave_up_on_grants_nothing() -> No
 def test_lease_answer_to_an_older_request_than_the_one_in_flight_grants_nothing() -> None:
     r2 = node("r2")
     first = request_lease(r2, 0)
-    r2.run(r2.core.on_lease_failed(first.seq, 10))
+    apply(r2, r2.core.on_lease_failed(first.seq, 10))
     second = request_lease(r2, 10 + RETRY_MS)
     answer(r2, first, view(1), 70)
     assert not r2.core.serving(70)
@@ -788,7 +767,7 @@ def test_replica_serves_reads_only_with_a_role_and_a_lease() -> None:
 # ---------------------------------------------------------------- rule 7: promotion
 
 
-def promoting(*, notify: bool = False) -> tuple[Node, Node, Ready]:
+def promoting(*, notify: bool = False) -> tuple[Process, Process, Ready]:
     """r2 held r1's entry (1, 1) staged when view 2 made it primary, with backup r3."""
     r2 = node("r2", epoch=1, staged=[entry(1, 1)], notify=notify)
     r3 = node("r3", epoch=1)
@@ -809,7 +788,7 @@ def test_new_primary_replicates_its_staged_suffix_and_applies_it_once_all_acked(
         Stage(epoch=2, truncate_from=None, stage=(), apply=(entry(1, 1),), commit_seq=1)
     ]
     assert any(line.startswith("transition=promoted") for line in ready.transitions)
-    assert r2.applied == [entry(1, 1)]
+    assert applied(r2) == [entry(1, 1)]
     assert r2.core.staged == {}
     assert r2.core.serving(3)
     assert r2.core.can_propose(3)
@@ -821,7 +800,7 @@ def test_promotion_invalidates_the_front_end_and_applies_only_after_its_answer()
     assert invalidations(ready) == [Invalidate(books=(1,), version=(1, 1))]
     assert not exchange(r2, r3, appends(ready)["r3"], 3).persist
     assert not r2.core.serving(3)
-    assert stages(r2.run(r2.core.on_invalidate_reply(4)))[0].apply == (entry(1, 1),)
+    assert stages(apply(r2, r2.core.on_invalidate_reply(4)))[0].apply == (entry(1, 1),)
     assert r2.core.serving(4)
 
 
@@ -850,15 +829,15 @@ def test_promotion_without_backups_applies_at_once() -> None:
 def test_backups_apply_the_promoted_suffix_at_the_next_commit_notice() -> None:
     r2, r3, ready = promoting()
     exchange(r2, r3, appends(ready)["r3"], 3)
-    assert r3.applied == []
-    notice = appends(r2.run(r2.core.tick(3 + NOTICE_MS)))["r3"]
+    assert applied(r3) == []
+    notice = appends(apply(r2, r2.core.tick(3 + NOTICE_MS)))["r3"]
     exchange(r2, r3, notice, 6)
-    assert r3.applied == [entry(1, 1)]
+    assert applied(r3) == [entry(1, 1)]
 
 
 def test_promotion_is_abandoned_leaving_the_suffix_staged_when_a_newer_primary_appends() -> None:
     r2, _, _ = promoting()
-    ready = r2.run(r2.core.on_append(append(3, (0, 0), [], 0, primary="r3"), 5))
+    ready = apply(r2, r2.core.on_append(append(3, (0, 0), [], 0, primary="r3"), 5))
     assert not any(isinstance(effect, AbortBatch) for effect in ready.persist)
     assert r2.core.staged == {1: entry(1, 1)}
     assert not r2.core.status().promoting
@@ -870,7 +849,7 @@ def test_promotion_is_abandoned_leaving_the_suffix_staged_when_a_newer_primary_a
 MEMBERS = ("r1", "r2", "r3")
 
 
-def primary_with_member() -> tuple[Node, Node, Node, Append]:
+def primary_with_member() -> tuple[Process, Process, Process, Append]:
     """r1, primary of epoch 1 with backup r2 and catching-up member r3; returns the first
     Append r1 sends r3 (a probe at its commit point), not yet delivered."""
     r1, r2, r3 = node("r1"), node("r2"), node("r3")
@@ -884,22 +863,22 @@ def primary_with_member() -> tuple[Node, Node, Node, Append]:
 def test_catching_up_member_is_sent_only_committed_entries() -> None:
     r1, r2, r3, probe = primary_with_member()
     first, second = entry(1, 1), entry(1, 2)
-    exchange(r1, r2, appends(r1.propose(first, 10))["r2"], 11)
-    to_r2 = appends(r1.propose(second, 12))
+    exchange(r1, r2, appends(propose(r1, first, 10))["r2"], 11)
+    to_r2 = appends(propose(r1, second, 12))
     assert set(to_r2) == {"r2"}  # r3 still owes the probe's answer: one Append at a time
     ready = exchange(r1, r3, probe, 13)  # `second` is in flight, unacknowledged
     assert appends(ready) == {"r3": append(1, (0, 0), [first], commit_seq=1)}
     ready = exchange(r1, r3, appends(ready)["r3"], 14)
     assert "r3" not in appends(ready)
-    assert r3.applied == [first]
+    assert applied(r3) == [first]
     assert r3.core.staged == {}
     exchange(r1, r2, to_r2["r2"], 15)
-    assert appends(r1.run(r1.core.tick(16)))["r3"] == append(1, (1, 1), [second], 2)
+    assert appends(apply(r1, r1.core.tick(16)))["r3"] == append(1, (1, 1), [second], 2)
 
 
 def test_catch_up_walks_back_over_a_divergent_staged_suffix() -> None:
-    ours = [entry(1, 1), entry(2, 2, stock=2), entry(2, 3, stock=3)]
-    theirs = [entry(1, 2, stock=7), entry(1, 3, stock=8)]
+    ours = [entry(1, 1), entry(2, 2), entry(2, 3)]
+    theirs = [entry(1, 2), entry(1, 3)]
     nodes = {
         "r1": node("r1", epoch=2, committed=ours),
         "r2": node("r2", epoch=2, committed=ours),
@@ -910,15 +889,15 @@ def test_catch_up_walks_back_over_a_divergent_staged_suffix() -> None:
     assert [m.prev_seq for m in net.sent_to("r3")] == [3, 2, 1]
     assert net.sent_to("r3")[-1].entries == ours[1:]
     r3 = nodes["r3"]
-    assert r3.applied == ours[1:]
-    assert r3.log.entries == nodes["r1"].log.entries
+    assert applied(r3) == ours  # ours[0] was committed at start, the rest applied here
+    assert committed(r3) == committed(nodes["r1"])
     assert r3.core.staged == {}
     assert r3.core.truncations == 2
 
 
 def test_catch_up_is_sent_in_chunks_of_catch_up_entries_max() -> None:
     timing = Timing(lease_ms=LEASE_MS, lease_renew_ms=RENEW_MS, catch_up_entries_max=2)
-    history = [entry(1, seq, stock=seq) for seq in range(1, 6)]
+    history = [entry(1, seq) for seq in range(1, 6)]
     nodes = {
         "r1": node("r1", epoch=1, committed=history, timing=timing),
         "r2": node("r2", epoch=1, committed=history),
@@ -928,7 +907,7 @@ def test_catch_up_is_sent_in_chunks_of_catch_up_entries_max() -> None:
     net.run("r1", nodes["r1"].core.tick(0))
     sizes = [len(m.entries) for m in net.sent_to("r3") if m.entries]
     assert sizes == [2, 2, 1]
-    assert nodes["r3"].applied == history
+    assert applied(nodes["r3"]) == history
 
 
 def test_primary_names_a_caught_up_member_in_join_and_proposes_nothing_until_the_answer() -> None:
@@ -941,7 +920,7 @@ def test_primary_names_a_caught_up_member_in_join_and_proposes_nothing_until_the
     answer(r1, request, joined, RENEW_MS + 2)
     assert r1.core.role == "primary"
     assert r1.core.can_propose(RENEW_MS + 2)
-    assert set(appends(r1.propose(entry(2, 1), RENEW_MS + 3))) == {"r2", "r3"}
+    assert set(appends(propose(r1, entry(2, 1), RENEW_MS + 3))) == {"r2", "r3"}
 
 
 def test_join_is_settled_by_the_answer_to_a_later_request_when_the_first_failed() -> None:
@@ -949,7 +928,7 @@ def test_join_is_settled_by_the_answer_to_a_later_request_when_the_first_failed(
     exchange(r1, r3, probe, 1)
     joining = request_lease(r1, RENEW_MS)
     assert joining.join == ("r3",)
-    r1.run(r1.core.on_lease_failed(joining.seq, RENEW_MS + 5))
+    apply(r1, r1.core.on_lease_failed(joining.seq, RENEW_MS + 5))
     later = request_lease(r1, RENEW_MS + 5 + RETRY_MS)
     assert later.join == ()  # the front end may have taken the first: its answer will say
     assert not r1.core.can_propose(RENEW_MS + 60)
@@ -967,19 +946,19 @@ def test_member_is_named_only_once_it_holds_the_whole_committed_log() -> None:
     r1, r2, r3, probe = primary_with_member()
     assert request_lease(r1, RENEW_MS).join == ()  # the probe is unanswered
     first = entry(1, 1)
-    exchange(r1, r2, appends(r1.propose(first, RENEW_MS + 1))["r2"], RENEW_MS + 2)
+    exchange(r1, r2, appends(propose(r1, first, RENEW_MS + 1))["r2"], RENEW_MS + 2)
     catch_up = appends(exchange(r1, r3, probe, RENEW_MS + 3))["r3"]
-    r1.run(r1.core.on_append_failed("r3", RENEW_MS + 4))
-    answer(r1, r1.lease_requests[-1], view(1, members=MEMBERS), RENEW_MS + 5)
+    apply(r1, r1.core.on_append_failed("r3", RENEW_MS + 4))
+    answer(r1, sent_lease_requests(r1)[-1], view(1, members=MEMBERS), RENEW_MS + 5)
     assert request_lease(r1, 2 * RENEW_MS).join == ()  # r3 lacks `first`
-    answer(r1, r1.lease_requests[-1], view(1, members=MEMBERS), 2 * RENEW_MS)
+    answer(r1, sent_lease_requests(r1)[-1], view(1, members=MEMBERS), 2 * RENEW_MS)
     caught_up = exchange(r1, r3, catch_up, 2 * RENEW_MS + 1)
     assert [r.join for r in lease_requests(caught_up)] == [("r3",)]  # asked at once
 
 
 def test_no_member_is_named_while_a_batch_is_in_flight() -> None:
     r1, _, r3, probe = primary_with_member()
-    r1.propose(entry(1, 1), 1)
+    propose(r1, entry(1, 1), 1)
     ready = exchange(r1, r3, probe, 2)
     assert lease_requests(ready) == []
     assert request_lease(r1, RENEW_MS).join == ()
@@ -989,11 +968,11 @@ def test_member_close_to_the_commit_point_holds_new_batches_for_join_hold_ms_at_
     """Under load a batch is always in flight: without the hold a member would never find
     the moment to join (rule 8)."""
     r1, r2, r3, probe = primary_with_member()
-    exchange(r1, r2, appends(r1.propose(entry(1, 1), 1))["r2"], 2)  # r3 lacks it
+    exchange(r1, r2, appends(propose(r1, entry(1, 1), 1))["r2"], 2)  # r3 lacks it
     catch_up = appends(exchange(r1, r3, probe, 3))["r3"]  # close: within a chunk of us
     assert not r1.core.can_propose(4)  # held, so that r3 can join between two batches
-    r1.run(r1.core.on_append_failed("r3", 5))  # ... but it stalls
-    r1.run(r1.core.tick(3 + JOIN_HOLD_MS))
+    apply(r1, r1.core.on_append_failed("r3", 5))  # ... but it stalls
+    apply(r1, r1.core.tick(3 + JOIN_HOLD_MS))
     assert r1.core.can_propose(3 + JOIN_HOLD_MS)  # the hold ends
     assert r1.core.join_hold_next_ms == 3 + JOIN_HOLD_MS + JOIN_HOLD_BACKOFF_MS
     assert catch_up.entries == [entry(1, 1)]
@@ -1006,7 +985,7 @@ def test_replica_removed_from_the_members_is_sent_nothing_and_its_late_reply_ign
     ready = exchange(r1, r3, probe, RENEW_MS + 1)
     assert ready.persist == []
     assert ready.send == []
-    assert "r3" not in appends(r1.run(r1.core.tick(RENEW_MS + 2)))
+    assert "r3" not in appends(apply(r1, r1.core.tick(RENEW_MS + 2)))
 
 
 # ---------------------------------------------------------------- found by these tests
@@ -1020,19 +999,19 @@ def test_catch_up_never_applies_a_staged_entry_that_no_append_carried() -> None:
     to min(leader commit, last NEW entry), not the follower's last entry)."""
     timing = Timing(lease_ms=LEASE_MS, lease_renew_ms=RENEW_MS, catch_up_entries_max=1)
     r2 = node("r2", epoch=1, staged=[entry(1, 1)], timing=timing)
-    r3 = node("r3", epoch=1, committed=[entry(1, 1)], staged=[entry(1, 2, stock=4)])
+    r3 = node("r3", epoch=1, committed=[entry(1, 1)], staged=[entry(1, 2)])
     promoted = view(2, primary="r2", backups=(), members=MEMBERS)
     probe = appends(answer(r2, request_lease(r2, 0), promoted, 1))["r3"]
-    assert r2.applied == [entry(1, 1)]
-    r2.propose(entry(2, 2, stock=3), 2)
-    assert r2.log.entries[2] == entry(2, 2, stock=3)
+    assert applied(r2) == [entry(1, 1)]
+    propose(r2, entry(2, 2), 2)
+    assert committed(r2)[2] == entry(2, 2)
     message: Append | None = probe
     for now_ms in range(3, 13):
         if message is None:
             break
         message = appends(exchange(r2, r3, message, now_ms)).get("r3")
-        assert all(r2.log.entries.get(e.seq) == e for e in r3.applied), r3.applied
-    assert r3.log.entries == r2.log.entries
+        assert all(committed(r2).get(e.seq) == e for e in applied(r3)), applied(r3)
+    assert committed(r3) == committed(r2)
 
 
 # ---------------------------------------------------------------- status
@@ -1067,7 +1046,7 @@ class LossyWorld:
     was retried) or delivered again; the front end takes a join half the time."""
 
     rng: random.Random
-    nodes: dict[str, Node] = field(default_factory=dict)
+    nodes: dict[str, Process] = field(default_factory=dict)
     view: View = field(default_factory=lambda: view(1, members=MEMBERS))
     now_ms: int = 0
     pending: list[Call] = field(default_factory=list)
@@ -1081,13 +1060,16 @@ class LossyWorld:
         for call in list(self.pending):
             self.complete(call, lossy=False)
 
-    def run(self, name: str, ready: Ready) -> None:
+    def run(self, name: str, event: Ready | Event) -> None:
+        self.ran(name, apply(self.nodes[name], event, now_ms=self.now_ms))
+
+    def ran(self, name: str, ready: Ready) -> None:
+        """`ready` is applied on `name`: check what it committed, put its sends in flight."""
         primary = self.nodes["r1"].core
-        for committed in commits(ready):
+        for committed_entry in commits(ready):
             assert primary.view is not None
             for backup in primary.view.backups:  # rule 1: every backup of its view has it
-                assert self.nodes[backup].entry_at(committed.seq) == committed
-        self.nodes[name].run(ready)
+                assert entry_at(self.nodes[backup], committed_entry.seq) == committed_entry
         for send in ready.send:
             call = Call(name, send)
             self.pending.append(call)
@@ -1115,25 +1097,18 @@ class LossyWorld:
         call.reply = call.reply or reply
 
     def complete(self, call: Call, *, lossy: bool) -> None:
+        """The call ends: its answer (an Append's, if it was delivered), or its failure."""
         self.pending.remove(call)
-        core = self.nodes[call.sender].core
-        message, now_ms = call.send.message, self.now_ms
+        message = call.send.message
         answered = not lossy or self.rng.random() < 0.85
-        if isinstance(message, Append):
-            if call.reply is not None and answered:
-                step = core.on_append_reply(call.send.to, message, call.reply, now_ms)
-            else:
-                step = core.on_append_failed(call.send.to, now_ms)
-        elif isinstance(message, LeaseRequest):
-            if answered:
-                step = core.on_lease_reply(message.seq, self.frontend(message), True, now_ms)
-            else:
-                step = core.on_lease_failed(message.seq, now_ms)
+        reply: object | None = None  # (None: the call failed)
+        if answered and isinstance(message, Append):
+            reply = call.reply
+        elif answered and isinstance(message, LeaseRequest):
+            reply = LeaseReply(views=self.frontend(message))
         elif answered:
-            step = core.on_invalidate_reply(now_ms)
-        else:
-            step = core.on_invalidate_failed(now_ms)
-        self.run(call.sender, step)
+            reply = InvalidateReply(dropped=0)
+        self.run(call.sender, self.nodes[call.sender].driver.answered(call.send, reply))
 
     def frontend(self, request: LeaseRequest) -> dict[str, View]:
         joining = [name for name in request.join if name not in self.view.backups]
@@ -1149,22 +1124,21 @@ class LossyWorld:
             self.run(name, self.nodes[name].core.tick(self.now_ms))
 
     def propose(self) -> None:
-        primary = self.nodes["r1"].core
-        if primary.can_propose(self.now_ms):
-            seq = primary.next_seq()
-            batch = entry(primary.epoch, seq, stock=seq)
+        primary = self.nodes["r1"]
+        if primary.core.can_propose(self.now_ms):
+            batch = entry(primary.core.epoch, primary.core.next_seq())
             self.proposed += 1
-            self.nodes["r1"].open_batch(batch)
-            self.run("r1", primary.propose(batch, self.now_ms))
+            self.ran("r1", propose(primary, batch, self.now_ms))
 
     def check(self) -> None:
         primary = self.nodes["r1"]
-        assert primary.aborted == []
+        assert primary.host.errors() == []  # no batch aborted
         assert primary.core.role == "primary"
+        log = committed(primary)
         for name in ("r2", "r3"):
             replica = self.nodes[name]
-            prefix = [primary.log.entries.get(seq) for seq in range(1, len(replica.applied) + 1)]
-            assert replica.applied == prefix  # applies exactly the primary's prefix
+            done = applied(replica)
+            assert done == [log.get(seq) for seq in range(1, len(done) + 1)]  # a prefix of it
             assert replica.core.commit_seq <= primary.core.commit_seq
 
     def settle(self) -> None:
@@ -1206,10 +1180,10 @@ def test_lossy_duplicating_reordering_network_keeps_every_replica_a_prefix(
         world.step()
     world.settle()
     primary = world.nodes["r1"]
-    log = [primary.log.entries[seq] for seq in range(1, primary.core.commit_seq + 1)]
+    log = [committed(primary)[seq] for seq in range(1, primary.core.commit_seq + 1)]
     assert len(log) == world.proposed
     for name in ("r2", "r3"):
-        assert world.nodes[name].applied == log
+        assert applied(world.nodes[name]) == log
         assert world.nodes[name].core.staged == {}
 
 
@@ -1220,18 +1194,17 @@ def test_log_is_pruned_past_log_entries_max_but_never_during_a_batch() -> None:
     timing = Timing(lease_ms=LEASE_MS, lease_renew_ms=RENEW_MS, log_entries_max=4)
     history = [entry(1, seq) for seq in range(1, 11)]
     r1 = leased(node("r1", epoch=1, committed=history, timing=timing), view(2))
-    assert r1.log.pruned_below == 10 - 4 + 1
-    r1.propose(entry(2, 11), 1)  # in flight: r2 has not acked
+    assert r1.store.first_log_seq() == 10 - 4 + 1
+    propose(r1, entry(2, 11), 1)  # in flight: r2 has not acked
     for now_ms in range(2, 12):
-        r1.run(r1.core.tick(now_ms))
-    assert r1.log.pruned_below == 7  # the batch's open transaction would take it along
+        apply(r1, r1.core.tick(now_ms))
+    assert r1.store.first_log_seq() == 7  # the batch's open transaction would take it along
 
 
 def test_peer_behind_the_pruned_log_is_sent_a_snapshot_then_entries() -> None:
     history = [entry(1, seq) for seq in range(1, 6)]
-    r1 = node("r1", epoch=1, committed=history)
-    r1.log.pruned_below = 4
-    r2 = node("r2", staged=[entry(1, 1, stock=99)])
+    r1 = node("r1", epoch=1, committed=history, pruned_below=4)
+    r2 = node("r2", staged=[entry(1, 1, book=2)])
     v = view(2, backups=(), members=("r1", "r2"))
     request = request_lease(r1, 0)
     (probe,) = appends(answer(r1, request, v, 0)).values()  # where do our logs agree?
@@ -1239,21 +1212,29 @@ def test_peer_behind_the_pruned_log_is_sent_a_snapshot_then_entries() -> None:
     ready = exchange(r1, r2, probe, 0)  # a gap: r2 holds none of 1-5 committed
     wanted = [s for s in ready.send if isinstance(s.message, SnapshotWanted)]
     assert [s.to for s in wanted] == ["r2"]  # it needs entries 1-3: pruned
-    header = Snapshot(epoch=2, primary="r1", commit_seq=5, commit_epoch=1)
-    installed = r2.run(r2.core.on_snapshot(header, 0))
+    assert isinstance(wanted[0].message, SnapshotWanted)
+    header, data = r1.driver.snapshot_for(wanted[0].message)  # r1's committed database
+    assert header == Snapshot(epoch=2, primary="r1", commit_seq=5, commit_epoch=1)
+    installed = apply(r2, r2.driver.on_snapshot(header, data), now_ms=0, reply_to="r1")
     assert installed.reply == AppendReply(status="ok", epoch=2, last_seq=5, commit_seq=5)
-    assert r2.snapshots == [InstallSnapshot(epoch=2, commit_seq=5, commit_epoch=1)]
+    assert [effect for effect in installed.persist if isinstance(effect, InstallSnapshot)] == [
+        InstallSnapshot(epoch=2, commit_seq=5, commit_epoch=1)
+    ]
+    assert (r2.store.digest(), r2.store.log, r2.store.epoch) == (r1.store.digest(), r1.store.log, 2)
     assert (r2.core.commit_seq, r2.core.staged, r2.core.epoch) == (5, {}, 2)
-    after = r1.run(r1.core.on_snapshot_reply("r2", header, installed.reply, 1))
+    after = apply(r1, r1.driver.snapshot_answered("r2", header, installed.reply), now_ms=1)
     assert r1.core.peers["r2"].match_seq == 5
     assert not [s for s in after.send if s.to == "r2"]  # nothing more to send: it holds all
 
 
 def test_snapshot_from_an_older_epoch_is_refused() -> None:
+    r1 = node("r1", epoch=2, committed=[entry(2, seq) for seq in range(1, 10)])
+    data, commit_seq, commit_epoch = r1.store.snapshot()
+    assert (commit_seq, commit_epoch) == (9, 2)
     r2 = node("r2", epoch=3)
-    ready = r2.run(
-        r2.core.on_snapshot(Snapshot(epoch=2, primary="r1", commit_seq=9, commit_epoch=2), 0)
-    )
+    header = Snapshot(epoch=2, primary="r1", commit_seq=9, commit_epoch=2)
+    ready = apply(r2, r2.driver.on_snapshot(header, data), now_ms=0, reply_to="r1")
     assert ready.reply is not None
     assert ready.reply.status == "stale_epoch"
-    assert r2.snapshots == []
+    assert not [effect for effect in ready.persist if isinstance(effect, InstallSnapshot)]
+    assert (r2.store.commit_seq, r2.store.epoch, r2.store.log) == (0, 3, {})
