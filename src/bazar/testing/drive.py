@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bazar.errors import BazarError
-from bazar.replication.driver import Driver, boot
+from bazar.replication.driver import SAFE, Controls, Driver, boot
 from bazar.replication.ready import Ready, Send
 from bazar.replication.replica import Notify, Replica, Timing
 from bazar.testing.sim_store import Command, Outcome, SimStore
@@ -99,6 +99,8 @@ def start(
     notify: Notify | None = None,
     pid: int = 1,
     now_ms: int = 0,
+    host: RecordingHost | None = None,
+    controls: Controls = SAFE,
 ) -> Process:
     """Start a process from what `store` holds (`driver.boot`, as the runtime does)."""
     core = boot(
@@ -110,9 +112,14 @@ def start(
         timing=timing,
         notify=notify,
     )
-    host = RecordingHost(now=now_ms)
+    host = RecordingHost(now=now_ms) if host is None else host
     driver: Driver[Command, Outcome, str] = Driver(
-        core, store, host, batch_commands_max=BATCH_COMMANDS_MAX, queued_max=QUEUED_MAX
+        core,
+        store,
+        host,
+        batch_commands_max=BATCH_COMMANDS_MAX,
+        queued_max=QUEUED_MAX,
+        controls=controls,
     )
     return Process(store=store, driver=driver, host=host)
 
