@@ -1,4 +1,5 @@
-# One image for every Bazar process (SPEC §5): compose.yaml runs it five times, each container
+# One image for every Bazar process (docs/contract.md §5): compose.yaml runs it five times, each
+# container
 # running `bazar serve SERVICE --config /etc/bazar/cluster.toml --name NAME` from the one
 # cluster file in deploy/. Dependencies come from requirements.lock, hash-checked, wheels only
 # (the slim image has no compiler), exactly as `make` installs them.

@@ -1,4 +1,4 @@
-"""Is every process's memory flat under a long mixed load (SPEC §6)?
+"""Is every process's memory flat under a long mixed load (docs/contract.md §6)?
 
 Starts a fresh 2+2 cluster (`bazar.testing.cluster`), runs `bazar bench --scenario mixed`
 (90 % cache-hit reads, 10 % purchases) for `--duration` seconds, and samples the resident set

@@ -1,7 +1,7 @@
 """Is a replica's point read cheaper inline on the event loop or on a thread?
 
-DESIGN.md allows a point read to run inline "where a benchmark shows that it is faster than a
-thread hop"; this is that benchmark. It times `machines.catalog_reads.read_book` on a real WAL
+docs/design.md ("Stack") lets a point read run inline where a benchmark shows that it is faster
+than a thread hop; this is that benchmark. It times `catalog.reads.read_book` on a real WAL
 database (a) inline in a coroutine and (b) through a one-thread executor, as the writer uses,
 with a writer committing (fsync) in the background the whole time.
 

@@ -53,7 +53,7 @@ def _membership_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _membership_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`bazar replica add|remove` and `bazar switchover`: membership at runtime (SPEC §4)."""
+    """`bazar replica add|remove`, `bazar switchover`: runtime membership (docs/contract.md §4)."""
     replica = commands.add_parser("replica", help="add or remove a replica at runtime")
     actions = replica.add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", help="start a replica (or register one), wait until in sync")
@@ -80,7 +80,7 @@ def _non_negative_seconds(text: str) -> float:
 
 
 def _bench_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`bazar bench` (SPEC §4, docs/bench.md): the lab's measurements."""
+    """`bazar bench` (docs/contract.md §4, docs/bench.md): the lab's measurements."""
     run = commands.add_parser(
         "bench",
         help="measure latency, throughput and CPU per request",

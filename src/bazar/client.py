@@ -2,9 +2,10 @@
 (`bazar replica add|remove`, `bazar switchover`), over plain HTTP.
 
 It uses only the stdlib (urllib) so that the client works wherever Python does and adds no
-dependency. Each command returns the process exit status of SPEC §8, so that scripts can tell
-a definite failure (1: not found, out of stock) from a usage error (2: bad arguments, a server
-422) from an unavailable service (3: refused, timed out, 503), where retrying may help.
+dependency. Each command returns the process exit status of docs/contract.md §8, so that
+scripts can tell a definite failure (1: not found, out of stock) from a usage error (2: bad
+arguments, a server 422) from an unavailable service (3: refused, timed out, 503), where
+retrying may help.
 
 `buy` is safe to retry: it always sends an `Idempotency-Key` (a fresh uuid4 unless given) and
 retries on a lost connection or a 503 with that *same* key, so a retry can never buy twice;
@@ -53,7 +54,7 @@ READ_TIMEOUT_S = 5.0
 BUY_TIMEOUT_S = 10.0
 BUY_ATTEMPTS = 5
 BACKOFF_S = (0.25, 0.5, 1.0, 2.0)  # between attempts, unless the server sends Retry-After
-MAX_RETRY_AFTER_S = 2.0  # writes resume within 2 s (SPEC §3.5): never wait longer than that
+MAX_RETRY_AFTER_S = 2.0  # writes resume within 2 s (docs/contract.md §3.5): never wait longer
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -147,7 +148,7 @@ def _lower(items: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 
 def exit_status(status: int, code: str | None = None) -> int:
-    """SPEC §8: 0 success, 1 definite failure, 2 usage error (or a 422), 3 unavailable."""
+    """docs/contract.md §8: 0 success, 1 definite failure, 2 usage error (a 422), 3 unavailable."""
     if 200 <= status < 300:
         return EXIT_OK
     if status >= 500 or (status == 409 and code == "idempotency_key_in_use"):
@@ -450,7 +451,7 @@ def buy_command(
 # ---------------------------------------------------------------- membership (admin)
 
 
-MEMBERSHIP_TIMEOUT_S = 60.0  # `--timeout` of replica add/remove and switchover (SPEC §8)
+MEMBERSHIP_TIMEOUT_S = 60.0  # `--timeout` of replica add/remove, switchover (docs/contract.md §8)
 POLL_S = 0.25  # between looks at /cluster while a new replica catches up
 _CHECK_HINT = "\nthe change may or may not have been made; check with `bazar status`"
 

@@ -163,7 +163,8 @@ class Cluster(
     cache_entries_max: int = 10_000
     cache_ttl_ms: int = 60_000
     test_hooks: bool = False
-    # Writes are refused (503) while fewer replicas of a service are in sync (SPEC §4).
+    # Writes are refused (503) while fewer replicas of a service are in sync
+    # (docs/contract.md §4).
     min_in_sync: int = 1
     limits: Limits = LIMITS
 

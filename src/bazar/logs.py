@@ -1,4 +1,4 @@
-"""Logs of a process (SPEC §4): to `<data-dir>/logs/<name>.log`, rotated by size, and to
+"""Logs of a process (docs/contract.md §4): to `<data-dir>/logs/<name>.log`, rotated by size, and to
 stderr, as human text or one JSON object per line (`--log-format text|json`).
 
 structlog formats everything, through stdlib logging: our `logging.getLogger(...)` calls and
@@ -15,7 +15,7 @@ never mixes two formats. Rules:
   `REQUEST_BUFFER_CHARS`, before any other line of that handler (so lines keep their order),
   and at exit. A kill -9 loses at most the last `REQUEST_FLUSH_S` of request lines.
 - A transition line (`transition=view tier=catalog epoch=2 ...`, written by the core as text,
-  STYLE rule 12) stays that text in the text format; in JSON its pairs become keys, with
+  docs/style.md rule 12) stays that text in the text format; in JSON its pairs become keys, with
   `event: "transition"`, so that the pure core keeps producing plain strings.
 """
 

@@ -1,4 +1,4 @@
-"""Validation of public requests at the edge (SPEC §8), as pure functions.
+"""Validation of public requests at the edge (docs/contract.md §8), as pure functions.
 
 Each function turns raw text from a client into a checked value or raises a 4xx `BazarError`;
 nothing invalid gets past the front end, so replicas only ever see well-formed commands.
@@ -131,7 +131,7 @@ def patch_command(
     """The catalog command of a PATCH /books/{id} body (JSON only).
 
     An empty body asks for nothing, like `{}`, so it is 422 whatever its content type: there
-    is nothing to misread, hence nothing for 415 to say (SPEC §8).
+    is nothing to misread, hence nothing for 415 to say (docs/contract.md §8).
     Raises: UnsupportedMediaType, InvalidRequest.
     """
     if not body:

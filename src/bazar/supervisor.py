@@ -122,7 +122,7 @@ def _stop(child: Child) -> None:
 
 class Supervisor:
     """Runs the processes the cluster file lists. The front end rewrites that file when a
-    replica is added or removed at runtime (SPEC §2 admin routes): the supervisor then
+    replica is added or removed at runtime (docs/contract.md §2 admin routes): the supervisor then
     starts or stops it."""
 
     def __init__(

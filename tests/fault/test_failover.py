@@ -1,5 +1,5 @@
 """Failover: a dead or paused replica costs writes at most 2 s and reads nothing, and nobody
-waits for it to come back (SPEC §3.5, §8 "Faults" and "Faults and membership").
+waits for it to come back (docs/contract.md §3.5, §8 "Faults" and "Faults and membership").
 
 Goal: each test fails if, after kill -9 or SIGSTOP of one replica of a cluster started with
 `--no-restart`, writes do not resume without that replica within 2 s (a purchase sent after
@@ -15,7 +15,7 @@ SAME key after a 503 or no answer until definite; 4 threads read through the fro
 (`/info/{id}`, `/search/{topic}`, `/orders` pages); both are recorded in a Jepsen-shaped history
 (a `buy` per key, a read per book read). The nemesis acts on a pid from `/cluster` and records
 the time of each fault on the clients' clock. Every wait is `wait_until` on an observable
-condition with a deadline; the only latency asserted is SPEC's 2 s after each fault (a
+condition with a deadline; the only latency asserted is the contract's 2 s after each fault (a
 replica's return counts as an event too: its rejoining is a view change). After the load, the
 keys left indefinite are retried until definite; at quiescence the live replicas are compared
 with what the clients were told, and the history is judged by the linearizability checker.

@@ -1,11 +1,11 @@
 """A front end that restarts in the middle of a catalog write does not cache the old value.
 
-Goal: the catalog primary invalidates the front end's cache before its COMMIT; if that front
-end dies before the COMMIT, the new one must still refuse to cache the old value (SPEC §3.2).
-Method: pause the catalog backup so that a purchase stays between its invalidation and its
-COMMIT; once the first front end has taken the invalidation, kill -9 it; read the book through
-the restarted front end; continue the backup so the purchase commits; then every read through
-the front end must show the committed stock.
+Goal: the catalog primary invalidates the front end's cache before its COMMIT; if that front end
+dies before the COMMIT, the new one must still refuse to cache the old value
+(docs/contract.md §3.2). Method: pause the catalog backup so that a purchase stays between its
+invalidation and its COMMIT; once the first front end has taken the invalidation, kill -9 it; read
+the book through the restarted front end; continue the backup so the purchase commits; then every
+read through the front end must show the committed stock.
 """
 
 from __future__ import annotations

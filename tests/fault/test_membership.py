@@ -1,4 +1,5 @@
-"""Membership at runtime loses nothing and fails nothing (SPEC §2 admin routes, §3.9).
+"""Membership at runtime loses nothing and fails nothing (the admin routes of
+docs/contract.md §2, §3.9).
 
 Goal: the test fails if adding a replica to a running service, moving the primary role to it
 (switchover) and removing the old primary, all under load, fails a read, answers a purchase

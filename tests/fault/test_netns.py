@@ -1,6 +1,6 @@
 """Every process on a host of its own: one cluster file runs the service across network
-namespaces, and it goes on when a replica is cut off the network (SPEC §4 `bazar serve`, §5
-"beyond one machine", §3.5).
+namespaces, and it goes on when a replica is cut off the network (docs/contract.md §4
+`bazar serve`, docs/contract.md §5 "beyond one machine", docs/contract.md §3.5).
 
 Goal: the test fails if `bazar serve` cannot run the front end and the four replicas on
 separate hosts, each at the address the cluster file gives it; if, once the catalog primary's

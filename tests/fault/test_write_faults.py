@@ -1,5 +1,6 @@
 """Writes under faults: no acknowledged purchase is lost, none is sold twice, every sale has
-exactly one order, and the replicas converge (SPEC §3.1, §3.3, §3.4, §3.6 and §8 Faults).
+exactly one order, and the replicas converge (docs/contract.md §3.1, §3.3, §3.4, §3.6 and §8
+"Faults").
 
 Goal: each test fails if a kill -9 or a pause of one replica loses an acknowledged purchase,
 sells one twice, leaves a sale without its order (or an order without its sale), oversells,
@@ -71,7 +72,7 @@ RETRY_DEADLINE_S = 20.0
 RETRY_ATTEMPTS_MAX = 100
 REPLAYS_MAX = 60
 PAUSE_S = 2.0
-WRITE_GAP_S = 2.0  # SPEC §3.5: writes resume within 2 s of a fault, measured from it
+WRITE_GAP_S = 2.0  # docs/contract.md §3.5: writes resume within 2 s of a fault, measured from it
 RETRY_PROCESS = 1000
 PROBE_PROCESS = 2000
 REFUSED_MESSAGE = "cannot take sales now"  # the order service's words for "definitely not done"
@@ -103,7 +104,7 @@ class Answer:
 
     @property
     def expected(self) -> bool:
-        """What a write may answer under these faults (SPEC §2, §8 Faults)."""
+        """What a write may answer under these faults (docs/contract.md §2, §8 Faults)."""
         if self.status == 200:
             return self.order is not None
         if self.status == 503:

@@ -1,5 +1,5 @@
-"""The public API of SPEC §2 and §8 against a real 2+2 cluster: every route, its success
-bodies and its failures (status and error code), trailing slashes, `X-Request-Id`, 405 with
+"""The public API of docs/contract.md §2 and §8 against a real 2+2 cluster: every route, its
+success bodies and its failures (status and error code), trailing slashes, `X-Request-Id`, 405 with
 `Allow`, idempotency, paging, the admin route, the internal routes' secret, binding and the
 secret files. Malformed requests in bulk (and proof that they change nothing) are in
 `test_bad_input.py`.
@@ -519,8 +519,8 @@ def test_idempotency_key_of_255_printable_ascii_is_accepted(cluster: Cluster) ->
 
 
 def test_reads_after_acknowledged_writes_are_never_stale(cluster: Cluster) -> None:
-    """SPEC §3.2: once a restock or purchase is acknowledged, no later read through the
-    front end returns the older value. Reads alternate over both catalog replicas (round
+    """docs/contract.md §3.2: once a restock or purchase is acknowledged, no later read through
+    the front end returns the older value. Reads alternate over both catalog replicas (round
     robin), so each write is followed by reads from the primary and from the backup."""
     set_stock(cluster, 2, 500)
     expected = 500

@@ -1,8 +1,7 @@
-"""Bad input never hurts (SPEC §3.7, §8): a table of malformed requests against a real 2+2
-cluster. Each gets its 4xx status and exactly `{"error": {"code", "message"}}` as JSON (never
-5xx, never HTML) and changes nothing: the committed state of every replica (books on each
-catalog replica, orders on each order replica, read with the cluster secret) is the same
-before and after.
+"""Bad input never hurts (docs/contract.md §3.7, §8): a table of malformed requests against a real
+2+2 cluster. Each gets its 4xx status and exactly `{"error": {"code", "message"}}` as JSON (never
+5xx, never HTML) and changes nothing: the committed state of every replica (books on each catalog
+replica, orders on each order replica, read with the cluster secret) is the same before and after.
 
 Requests go through http.client, so each one carries exactly the headers and body framing its
 row says (no Content-Type added, chunked bodies without Content-Length, raw header bytes).
@@ -146,8 +145,8 @@ CASES: list[Case] = [
     purchase("unknown-json-key", b'{"quantity": 1, "colour": "red"}'),
     purchase("only-unknown-json-key", b'{"book": 2}'),
     purchase("bad-json-on-unknown-book", b'{"quantity": 0}', path="/purchase/424242"),
-    # A 409 out_of_stock is not here: it stores its result under its key (SPEC §8), so it
-    # changes the idempotency tables by design; test_api and test_seed_defects cover it.
+    # A 409 out_of_stock is not here: it stores its result under its key (docs/contract.md §8),
+    # so it changes the idempotency tables by design; test_api and test_seed_defects cover it.
     # ---------------------------------------------------------------- purchase form bodies
     form("form-empty-value", b"item_number="),
     form("form-letters", b"item_number=two"),

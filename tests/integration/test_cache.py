@@ -338,8 +338,8 @@ def backwards_in_real_time(acknowledged: list[Observation], reads: list[Observat
 
 
 def test_readers_never_go_backwards_while_a_book_is_restocked(tmp_path: Path) -> None:
-    """SPEC §3.2 through the cache: the stock of one book only grows (one writer restocks it
-    by +1, 300 times through PATCH /books), while 3 readers, each on its own keep-alive
+    """docs/contract.md §3.2 through the cache: the stock of one book only grows (one writer
+    restocks it by +1, 300 times through PATCH /books), while 3 readers, each on its own keep-alive
     connection, loop over GET /search/<a substring of its topic> and GET /info/{id} (and
     every fourth round GET /info). Each round a reader reads a random substring (a key that
     almost always misses, so a replica answers with the latest committed stock), a fixed

@@ -1,4 +1,5 @@
-"""The container files agree with the Compose specification and with the cluster file (SPEC §5).
+"""The container files agree with the Compose specification and the cluster file
+(docs/contract.md §5).
 
 No Docker engine runs here, so nothing is built or started: `compose.yaml` is validated
 against a pinned copy of the Compose specification's JSON schema (deploy/README.md says where

@@ -1,4 +1,4 @@
-"""Concurrency guarantees (SPEC §3.1-3.3, §3.6, §8 idempotency) on real 2+2 clusters.
+"""Concurrency guarantees (docs/contract.md §3.1-3.3, §3.6, §8 idempotency) on real 2+2 clusters.
 
 Goal: each test fails if a guarantee breaks; none relies on a sleep or a timing assertion.
 Method: many requests fired at once from one aiohttp client (each with its own connection),

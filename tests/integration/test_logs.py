@@ -1,7 +1,8 @@
-"""Structured logs of a real cluster started with `bazar up --log-format json` (SPEC §4): one
-JSON line per request in the front end's file, found by its `X-Request-Id`, with the replica
-used and the cache's hit or miss; JSON lines with `process` in every replica's file; a view
-change as one structured line. The human text format is checked in `tests/unit/test_log_files.py`.
+"""Structured logs of a real cluster started with `bazar up --log-format json`
+(docs/contract.md §4): one JSON line per request in the front end's file, found by its
+`X-Request-Id`, with the replica used and the cache's hit or miss; JSON lines with `process` in
+every replica's file; a view change as one structured line. The human text format is checked in
+`tests/unit/test_log_files.py`.
 
 A line is written once its answer has gone out, so a test waits for it (with a deadline), then
 for the line of a later request: by then a second line for the first id would be there too.

@@ -1,5 +1,5 @@
-"""`GET /metrics` on every process (SPEC §4), against a real 2+2 cluster: the front end and
-every catalog and order replica answer without the cluster secret, in the Prometheus text
+"""`GET /metrics` on every process (docs/contract.md §4), against a real 2+2 cluster: the front
+end and every catalog and order replica answer without the cluster secret, in the Prometheus text
 format that prometheus_client's own parser reads, and the numbers move with the traffic:
 requests by route template, the primary's commit position, batch sizes, fsync times, and
 the replication lag the primary reports for each backup.

@@ -1,5 +1,6 @@
 """The web page's routes over HTTP: its scripts and vendored files, and the teaching console's
-fault routes (SPEC §4 `--demo`, §8 errors) with the supervisor's control channel behind them.
+fault routes (docs/contract.md §4 `--demo`, §8 errors) with the supervisor's control channel
+behind them.
 
 Without `--demo` the routes do not exist: 404 even with the admin token, and nothing is
 killed. With it: 401 without the token; 404 for an unknown replica or action; 405 for another

@@ -1,4 +1,4 @@
-"""A sale left without its order gets exactly one, with no client's help (SPEC §3.6).
+"""A sale left without its order gets exactly one, with no client's help (docs/contract.md §3.6).
 
 A purchase is two replicated writes: the catalog's sale under the idempotency key, then the
 order. Whatever breaks between them (a crash, a failover, an unreachable replica), the sale

@@ -1,4 +1,5 @@
-"""Every replica answers health checks in Patroni's manner, without the secret (SPEC §4):
+"""Every replica answers health checks in Patroni's manner, without the secret
+(docs/contract.md §4):
 `GET /health` 200 while it serves in the current view, `/primary` 200 only on the primary,
 `/replica` 200 only on an in-sync backup; each body `{"data": {name, role, state, epoch,
 last_seq, commit_seq}}`, the same with 503."""

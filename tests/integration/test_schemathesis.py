@@ -17,18 +17,20 @@ may vary a little; a failure prints the requests (curl) that reproduce it. (The 
 `schemathesis.pytest.from_fixture`: that integration reads `Node._nodeid`, which pytest 9.2
 no longer has.)
 
-Three refusals of schema-valid requests are the contract (SPEC §2, §8) and no JSON Schema
-can express them, so the run's configuration names them: `SpecRefusals` replaces the built-in
+Three refusals of schema-valid requests are the contract (docs/contract.md §2, §8) and no JSON
+Schema can express them, so the run's configuration names them: `SpecRefusals` replaces the built-in
 `positive_data_acceptance`, and excuses a 422 only after checking that it is one of these,
 never by status alone; everything else goes to the built-in check unchanged. The server is
 not loosened for them.
 - An integer written with a fraction (`{"stock_delta": -40.0}`): JSON Schema counts `-40.0`
-  as an integer, SPEC §8 deliberately wants the JSON integer syntax (`2.0` -> 422).
+  as an integer, docs/contract.md §8 deliberately wants the JSON integer syntax (`2.0` ->
+  422).
 - An `Idempotency-Key` this run already used for another request (a purchase of another
   book or quantity, an update of another book or with other values, a purchase for an
   update or the reverse): 422 `idempotency_key_reused` is the key's history, not the
   request's shape.
-- An `after` cursor that names no order (GET /orders/{after} is 404): 422 by SPEC §8.
+- An `after` cursor that names no order (GET /orders/{after} is 404): 422 by
+  docs/contract.md §8.
 """
 
 from __future__ import annotations
@@ -181,7 +183,7 @@ def purchase_of(case: AnyCase) -> Command | None:
 
 
 def book_of(value: object) -> str:
-    """The book a path id names: `01` is 1 (SPEC §8)."""
+    """The book a path id names: `01` is 1 (docs/contract.md §8)."""
     text = str(value)
     return str(int(text)) if text.isascii() and text.isdigit() else text
 

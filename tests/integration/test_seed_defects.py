@@ -1,5 +1,5 @@
-"""The student implementation's defects (research/peer-seed.md, "Defects and limitations" and
-the correctness probes), each replayed against Bazar: one test per defect that no other test
+"""The student implementation's defects (docs/seed.md, "Defects and limitations" and the
+correctness probes), each replayed against Bazar: one test per defect that no other test
 already covers, its docstring naming the defect.
 
 Covered elsewhere, not repeated here:

@@ -1,5 +1,5 @@
 """Controls: deliberate bugs that the simulator must catch within the seeds it runs
-(research/simulation.md §2, "Proving it can fail"), so that its passing seeds mean something.
+(docs/testing.md §2, "Proving it can fail"), so that its passing seeds mean something.
 
 - `promote_catching_up` (`Leases(unsafe_promote_catching_up=True)`): the view manager may
   promote a member that is catching up, without every committed entry. Caught as a committed

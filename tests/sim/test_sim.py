@@ -1,4 +1,4 @@
-"""The simulator over a fixed range of seeds (research/simulation.md): each seed draws a whole
+"""The simulator over a fixed range of seeds (docs/testing.md §2): each seed draws a whole
 world (replicas, clients, loss, delays, clocks, faults, timing) and must keep every invariant
 (`bazar/testing/sim_checks.py`) and reach the liveness goal. A failure prints the seed, its
 last transitions and the command that replays it.

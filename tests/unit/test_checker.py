@@ -1,5 +1,5 @@
-"""The linearizability checker: the self-tests of research/replication.md appendix A, the
-restock extension, and agreement with a brute-force search on thousands of small histories."""
+"""The linearizability checker (docs/testing.md §3): the classic self-tests, the restock
+extension, and agreement with a brute-force search on thousands of small histories."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ ROUTES: dict[str, set[str]] = {
     "/docs": {"get"},
     "/": {"get"},
 }
-ACCEPTED = {("/admin/replicas", "post")}  # SPEC §2: 202, the replica turns in_sync by itself
+ACCEPTED = {("/admin/replicas", "post")}  # docs/contract.md §2: 202, it turns in_sync by itself
 HTTP_METHODS = {"get", "put", "post", "patch", "delete", "head", "options", "trace"}
 
 RESPONSE_STRUCTS: tuple[type[wire.Struct], ...] = (

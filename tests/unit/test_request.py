@@ -1,4 +1,5 @@
-"""Validation at the edge (`bazar.request`): PATCH /books bodies, as pure functions (SPEC §8).
+"""Validation at the edge (`bazar.request`): PATCH /books bodies, as pure functions
+(docs/contract.md §8).
 
 The full table of malformed requests runs against a real cluster in
 `tests/integration/test_bad_input.py`; these are the rules of `patch_command` alone, in

@@ -1,4 +1,4 @@
-"""The baseline (SPEC §6): a bare aiohttp server that answers `GET /info/{id}` from a dict.
+"""The baseline (docs/contract.md §6): a bare aiohttp server answering `GET /info/{id}` from a dict.
 
 "Ratios are taken against a bare aiohttp server that answers from a dict, measured in the same
 run": this is that server. It does what the front end does on a cache hit minus everything

@@ -3,7 +3,7 @@ versioned invalidation pushed by the catalog primary.
 
 Keys are logical resources (`book:3`, `topic:<casefolded topic>`, `list`), never a replica.
 Every entry remembers the books it shows. The rule that closes the late-fill race
-(research/replication.md §5):
+(docs/design.md, "Cache"):
 - `invalidate(books, version)` records `invalidated[book] = max(..., version)` and drops every
   entry that shows one of those books;
 - `fill(key, body, version, books)` stores only if `version >= invalidated[book]` for every

@@ -1,5 +1,5 @@
-"""The teaching console's fault routes (SPEC §4, `bazar up --demo`): kill, pause, resume and
-restart a replica from the web page, so that a class can watch failover and catch-up.
+"""The teaching console's fault routes (docs/contract.md §4, `bazar up --demo`): kill, pause,
+resume and restart a replica from the web page, so that a class can watch failover and catch-up.
 
 The front end does not touch processes itself: it asks the supervisor that runs them, over
 its control socket (`control.py`). The routes exist only when `bazar up --demo` handed the
@@ -7,7 +7,7 @@ front end that socket; otherwise they are not routes at all (404), and the OpenA
 does not list them either (it describes what this front end serves). Switchover, add and
 remove are the ordinary admin routes (`membership.py`); the page calls those directly.
 
-Routes (admin token, SPEC §8: 401 without it):
+Routes (admin token, docs/contract.md §8: 401 without it):
 - `GET /admin/processes`: every replica `bazar up` runs, `running`, `paused` or `stopped`;
 - `POST /admin/replicas/{name}/{action}`, action one of kill, pause, resume, restart: 200
   with the process's new state; 404 for an unknown name or action, 409 `not_running` to

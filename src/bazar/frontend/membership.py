@@ -1,6 +1,6 @@
-"""Membership at runtime, the front end's admin routes (SPEC §2, §3.9): add a replica, remove
-one, and move the primary role (switchover), each losing no acknowledged write and failing
-no read or write.
+"""Membership at runtime, the front end's admin routes (docs/contract.md §2, §3.9): add a
+replica, remove one, and move the primary role (switchover), each losing no acknowledged
+write and failing no read or write.
 
 The decisions are the view manager's (`frontend/views.py`); this adapter sequences them:
 - add: refused while the service has `replicas_max` members; else the new member is written
@@ -118,7 +118,8 @@ class Membership:
             )
         log.info("transition=replica_added tier=%s node=%s url=%s", node.tier, node.name, node.url)
         info = self.frontend.replica_info(node.tier, node.name)
-        if info.state == "down":  # not heard from yet: it is starting, to catch up (SPEC §2)
+        # Not heard from yet: it is starting, to catch up (docs/contract.md §2).
+        if info.state == "down":
             info = msgspec.structs.replace(info, state="catching_up")
         return json_response(ReplicaData(data=info), 202)
 
@@ -240,7 +241,7 @@ class Membership:
 
     def _new_node(self, tier: ReplicatedTier, url: str | None, name: str | None) -> Node:
         """Names continue the service's numbering and are not reused while a data directory
-        of that name exists (SPEC §8); a replica started elsewhere keeps its own."""
+        of that name exists (docs/contract.md §8); a replica started elsewhere keeps its own."""
         frontend = self.frontend
         data_dir = Path(frontend.cluster.data_dir)
         used = {m.name for t in REPLICATED_TIERS for m in frontend.views.views[t].members}

@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document of the public front-end API (SPEC §2 and §8).
+"""The OpenAPI 3.1 document of the public front-end API (docs/contract.md §2 and §8).
 
 Why built, not written: the schemas come from the msgspec Structs of `wire.py` through
 `msgspec.json.schema_components`, so the document cannot drift from what the server encodes,
@@ -324,7 +324,7 @@ def unavailable_read() -> Json:
 def parameter(
     name: str, location: str, description: str, schema: Json, example: object = None
 ) -> Json:
-    """One parameter; path parameters are required, the others optional (as in SPEC §2)."""
+    """One parameter; path parameters are required, the others optional (docs/contract.md §2)."""
     entry: Json = {
         "name": name,
         "in": location,
@@ -344,7 +344,7 @@ def book_id_parameter() -> Json:
 
 
 def document_paths() -> Json:
-    """Every public route, grouped as the SPEC §2 table lists them."""
+    """Every public route, grouped as the docs/contract.md §2 table lists them."""
     return {
         **store_paths(),
         **purchase_paths(),
@@ -650,7 +650,7 @@ def admin_paths() -> Json:
 
 
 def membership_paths() -> Json:
-    """SPEC §2's admin routes for membership at runtime (`frontend/membership.py`)."""
+    """docs/contract.md §2's admin routes for membership at runtime (`frontend/membership.py`)."""
     return {
         "/admin/replicas": {"post": add_replica_operation()},
         "/admin/replicas/{name}": {"delete": remove_replica_operation()},

@@ -99,7 +99,8 @@ class ReplicaProcess:
             Route("/health", self._health, methods=["GET"]),
             Route("/primary", self._health, methods=["GET"]),
             Route("/replica", self._health, methods=["GET"]),
-            Route("/metrics", self.metrics.endpoint, methods=["GET"]),  # no secret (SPEC §4)
+            # No secret (docs/contract.md §4).
+            Route("/metrics", self.metrics.endpoint, methods=["GET"]),
         ]
 
     async def _append(self, request: Request) -> Response:

@@ -2,7 +2,7 @@
 
 The caller applies a `Ready` in this order: `persist` (in order, each durable before the
 next), then `core.advance(ready)`, then `send` and `reply`. Nothing is sent before what it
-depends on is on disk (STYLE rule 2).
+depends on is on disk (docs/style.md rule 2).
 """
 
 from __future__ import annotations

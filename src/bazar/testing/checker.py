@@ -1,5 +1,5 @@
-"""Linearizability of per-book stock: the Wing-Gong-Lowe checker of research/replication.md,
-appendix A, typed, with restocks added to the model.
+"""Linearizability of per-book stock: a Wing-Gong-Lowe checker (docs/testing.md §3), with
+restocks in the model.
 
 The model of one book is its stock, an int >= 0. Operations (from `history.py`):
 - read, ok with stock s: legal iff the stock is s; failed reads changed nothing and are dropped;

@@ -74,7 +74,7 @@ class Attempt:
 
     @property
     def expected(self) -> bool:
-        """What a purchase may be answered with ample stock under a fault (SPEC §2, §8)."""
+        """What a purchase may answer with ample stock under a fault (docs/contract.md §2, §8)."""
         if self.status == 200:
             return self.order_id is not None
         if self.status == 503:

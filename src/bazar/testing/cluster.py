@@ -381,9 +381,10 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 class ServedCluster(Cluster):
     """The processes of a cluster file started one by one with `bazar serve`, as on several
-    hosts (SPEC §4), instead of under `bazar up`: each through its own command prefix (see
-    `serve`), logging to `<data-dir>/logs/<name>.log`. The secrets are generated into the data
-    dir first, so that every process reads the same ones. Requests and checks are `Cluster`'s."""
+    hosts (docs/contract.md §4), instead of under `bazar up`: each through its own command
+    prefix (see `serve`), logging to `<data-dir>/logs/<name>.log`. The secrets are generated
+    into the data dir first, so that every process reads the same ones. Requests and checks are
+    `Cluster`'s."""
 
     def __init__(
         self,

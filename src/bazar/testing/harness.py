@@ -1,16 +1,17 @@
-"""Failover under load (SPEC §3.5, §8 "Faults" and "Faults and membership"): the cluster, the
-nemesis and the checks behind `tests/fault/test_failover.py`; the clients are `clients.py`.
+"""Failover under load (docs/contract.md §3.5, §8 "Faults" and "Faults and membership"): the
+cluster, the nemesis and the checks behind `tests/fault/test_failover.py`; the clients are
+`clients.py`.
 
 Rules:
-1. Unavailability is measured from the faults (`Nemesis.events`, on the clients' clock): after
-   each, a purchase sent since is acknowledged, and that acknowledgement and every purchase
-   answer other than 200 arrive within `WRITE_WINDOW_S` of the last event before them (SPEC
-   §3.5: writes resume within 2 s of each fault; §8: the whole window of 503s is at most 2 s,
-   for a primary or a backup). A stall without 503s counts, as it should. That is the only
-   latency asserted; every other wait is a `wait_until` on an observable condition, with a
-   deadline far above what it waits for.
-2. Zero failed reads (SPEC §8: a dead or paused replica costs a read at most one inter-service
-   timeout, never a failure).
+1. Unavailability is measured from the faults (`Nemesis.events`, on the clients' clock): after each,
+   a purchase sent since is acknowledged, and that acknowledgement and every purchase answer other
+   than 200 arrive within `WRITE_WINDOW_S` of the last event before them (docs/contract.md §3.5:
+   writes resume within 2 s of each fault; docs/contract.md §8: the whole window of 503s is at most
+   2 s, for a primary or a backup). A stall without 503s counts, as it should. That is the only
+   latency asserted; every other wait is a `wait_until` on an observable condition, with a deadline
+   far above what it waits for.
+2. Zero failed reads (docs/contract.md §8: a dead or paused replica costs a read at most one
+   inter-service timeout, never a failure).
 3. At the end only live replicas (not listed `down`) are compared: a dead replica is out of the
    view and keeps what it had. Their digests (`/internal/digest`: every replicated table and the
    log position) must be equal per tier, so the orders read through the front end are the
@@ -40,7 +41,7 @@ from bazar.testing.workload import write_catalog
 STOCKS = {1: 1_000_000, 2: 1_000_000, 3: 1_000_000}  # ample: every purchase can succeed
 TOPIC = "Failover"
 TIERS = ("catalog", "order")
-WRITE_WINDOW_S = 2.0  # SPEC §8: every 503 of a purchase arrives within 2 s of the fault
+WRITE_WINDOW_S = 2.0  # docs/contract.md §8: every 503 of a purchase arrives within 2 s of the fault
 START_DEADLINE_S = 20.0
 RESUME_DEADLINE_S = 10.0  # generous: the guarantee (2 s) is asserted on the answers instead
 VIEW_DEADLINE_S = 5.0

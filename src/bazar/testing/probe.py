@@ -13,7 +13,7 @@ test can check that a request "changes nothing": the snapshot after it equals th
 (`settled_snapshot`, taken once the replicas agree). A request that changes no row but writes
 a log entry (e.g. records and then forgets an idempotency key) changes the snapshot too.
 
-`assert_error` checks the one shape of every error answer (SPEC §8).
+`assert_error` checks the one shape of every error answer (docs/contract.md §8).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def _tier_agrees(state: dict[str, Any], tier: str) -> bool:
 
 def settled_snapshot(cluster: Cluster, *, replicas: int | None = None) -> dict[str, Any]:
     """`snapshot` once every replica serves reads and the replicas of each tier agree
-    (quiescence, SPEC §3.3): the same reads, the same digests (tables and log position),
+    (quiescence, docs/contract.md §3.3): the same reads, the same digests (tables and log position),
     everything logged committed."""
     taken: list[dict[str, Any]] = []
 

@@ -3,7 +3,7 @@
 manager (`frontend/views.py`) and the read cache (`frontend/cache.py`), the order tier's
 purchases (a sale at the catalog, then the order) and its reconciler, under a seeded world
 of lossy, partitioned networks, drifting clocks, slow disks, crashes (OS crashes too),
-pauses and clients (research/simulation.md §2).
+pauses and clients (docs/testing.md §2).
 
 Why: the failover paths (leases, dropping a silent backup, promotion, catch-up and join)
 are interleavings that real-process tests hit by luck; here one seed draws a whole world

@@ -9,9 +9,9 @@ production view manager (`ViewManager.add_member`, `switchover`, `remove_member`
   more leases, drops out of the view like a dead one once its lease has expired, then leaves
   the members and stops for good.
 
-Why: SPEC's "membership changes lose nothing" is a property of those views meeting
-every fault the nemesis draws (a crash of the new primary during a switchover, a partition of
-the member being removed); only runs of both together can break it.
+Why: "membership changes lose nothing" (docs/contract.md §3.9) is a property of those views
+meeting every fault the nemesis draws (a crash of the new primary during a switchover, a
+partition of the member being removed); only runs of both together can break it.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ request and response messages that the network drops, delays, duplicates and cut
 Why a single heap: every decision of a simulated run (which message arrives first, when a
 timer fires, where a fault lands) is an event popped in `(time_ms, seq)` order, with `seq` a
 global counter, so a seed replays exactly and payloads are never compared
-(research/simulation.md §2).
+(docs/testing.md §2).
 
 Rules:
 1. An event may be bound to a process (`host`). Bound to an incarnation too (timers,

@@ -1,5 +1,5 @@
-// The teaching console of the cluster view (SPEC §4, `bazar up --demo`): kill, pause, resume
-// and restart a replica, switch a primary over, add and remove replicas, and watch the
+// The teaching console of the cluster view (docs/contract.md §4, `bazar up --demo`): kill, pause,
+// resume and restart a replica, switch a primary over, add and remove replicas, and watch the
 // cluster view and the charts react. It exists only when the front end serves its routes
 // (`GET /admin/processes` is 404 without --demo), and acts only with the admin token, which
 // the page asks for and keeps in sessionStorage (gone when the tab closes).
