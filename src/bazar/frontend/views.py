@@ -187,6 +187,7 @@ class ViewManager:
         if not candidates:
             return None  # rules 4 and 7: nobody to promote, or we cannot tell
         chosen = max(candidates, key=lambda name: self._position(view.tier, name))
+        assert chosen in view.backups or self.leases.unsafe_promote_catching_up, "rule 4"
         return next_view(
             view, primary=chosen, backups=tuple(name for name in alive if name != chosen)
         )
@@ -198,7 +199,11 @@ class ViewManager:
 
     def install(self, view: View) -> None:
         """The view is persisted: make it current."""
-        assert view.epoch > self.views[view.tier].epoch
+        assert view.epoch == self.views[view.tier].epoch + 1, "an epoch grows by one per view"
+        assert view.primary not in view.backups
+        names = [member.name for member in view.members]
+        assert len(set(names)) == len(names), "members are unique"
+        assert {view.primary, *view.backups} <= set(names)
         self.views[view.tier] = view
         known = self.health[view.tier]
         for member in view.members:
