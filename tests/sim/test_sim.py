@@ -42,6 +42,12 @@ REGRESSIONS = {
     "answered a backup's commit query below them: a CRAQ read went back in time",
     69: "the view manager promoted the backup being removed: granted no lease, it stopped the tier",
     98: "the view manager promoted the backup being removed: granted no lease, it stopped the tier",
+    40905: "a switchover less than a lease after the front end's restart left out the old "
+    "primary it had not heard yet, whose lease still ran (two primaries serving)",
+    40697: "the same (a switchover after a front end restart: lease overlap)",
+    41079: "the same (a switchover after a front end restart: lease overlap)",
+    40126: "the run counted as converged while a restarted primary's promotion was under way "
+    "(its staged entry not yet applied): a checker's bug",
 }
 
 

@@ -461,6 +461,21 @@ def test_switchover_leaves_out_an_old_primary_whose_lease_expired() -> None:
     assert (moved.primary, moved.backups) == ("c2", ("c3",))
 
 
+def test_switchover_right_after_a_restart_keeps_the_old_primary_it_has_not_heard_yet() -> None:
+    """Found by the simulator (seed 40905): a front end restarted less than a lease ago has
+    not heard the old primary, whose lease (granted by the dead front end) may still run;
+    leaving it out would let two primaries serve."""
+    booted_ms = 5000
+    t = tier(booted_ms=booted_ms)
+    t.alive_at(booted_ms + 1, "c2", "c3")  # c1, the primary, has not asked this front end yet
+    moved = t.views.switchover("catalog", "c2", booted_ms + EXPIRY_MS - 1)
+    assert (moved.primary, moved.backups) == ("c2", ("c3", "c1"))
+    later = tier(booted_ms=booted_ms)
+    later.alive_at(booted_ms + EXPIRY_MS, "c2", "c3")
+    moved = later.views.switchover("catalog", "c2", booted_ms + EXPIRY_MS)
+    assert (moved.primary, moved.backups) == ("c2", ("c3",))  # its lease has expired
+
+
 def test_best_backup_is_the_in_sync_backup_with_the_highest_position() -> None:
     t = tier()
     assert t.views.best_backup("catalog", 10) is None

@@ -229,14 +229,15 @@ class ViewManager:
 
     def switchover(self, tier: str, to: str, now_ms: int) -> View:
         """Move the primary role to `to`, an in-sync backup. The old primary stays a backup
-        if alive, so the new one commits nothing before the old one has taken its first
-        Append of the new epoch, and stopped acting as primary; if it is not alive, its
-        lease has expired already."""
+        while it may still serve (rule 7: a lease an earlier incarnation of the front end
+        granted counts), so the new one commits nothing before the old one has taken its
+        first Append of the new epoch, and stopped acting as primary; left out, its lease has
+        expired already."""
         view = self.views[tier]
         assert to in self.in_sync(tier, now_ms)
         assert to in view.backups
         backups = [name for name in view.backups if name != to]
-        if self.alive(tier, view.primary, now_ms):
+        if self.may_serve(tier, view.primary, now_ms):
             backups.append(view.primary)
         return next_view(view, primary=to, backups=tuple(backups))
 
@@ -249,6 +250,14 @@ class ViewManager:
         return max(candidates, key=lambda name: self._position(tier, name))
 
     # ---------------------------------------------------------------- queries
+
+    def may_serve(self, tier: str, name: str, now_ms: int) -> bool:
+        """Its lease may still run: granted less than `expiry_ms` ago, by us or (within
+        `expiry_ms` of our start) by an earlier incarnation of the front end. A view may leave
+        a replica out only once this is False (rule 2)."""
+        health = self.health[tier].get(name)
+        granted_ms = self.booted_ms if health is None else health.granted_ms
+        return now_ms < max(granted_ms, self.booted_ms) + self.leases.expiry_ms
 
     def alive(self, tier: str, name: str, now_ms: int) -> bool:
         """Granted a lease recently enough that it may still be serving (and has a status)."""

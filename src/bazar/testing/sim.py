@@ -475,6 +475,8 @@ class World:
             driver = node.live()
             if core.role != expected or driver.batch or node.busy or node.store.open:
                 return False
+            if core.inflight is not None or (expected == "primary" and core.staged):
+                return False  # a batch or a promotion under way
             if isinstance(node, OrderNode) and node.inflight:
                 return False
             digests.add(repr(node.store.digest()))
