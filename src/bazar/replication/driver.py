@@ -243,15 +243,19 @@ class Driver(Generic[C, R, H]):
         """Phase 2: every effect, in order, each durable before the next."""
         assert self.stepping
         store = self.store
+        open_batch = self.batch is not None  # (its transaction, until COMMIT or ROLLBACK)
         for effect in ready.persist:
             if isinstance(effect, SaveEpoch):
                 store.save_epoch(effect.epoch)
             elif isinstance(effect, Stage):
+                assert not open_batch, "a Stage inside a batch's transaction"
                 store.stage(effect)
             elif isinstance(effect, CommitBatch):
-                store.commit_batch(effect.entry)
+                store.commit_batch(effect.entry)  # (the store checks its batch is open)
+                open_batch = False
             elif isinstance(effect, PruneLog):
-                assert self.batch is None, "a prune inside a batch would roll back with it"
+                # (A tick may commit the batch and prune in one step: after its COMMIT.)
+                assert not open_batch, "a prune inside a batch would roll back with it"
                 store.prune(effect.below_seq)
             elif isinstance(effect, InstallSnapshot):
                 data, self.snapshot_data = self.snapshot_data, None
@@ -260,6 +264,7 @@ class Driver(Generic[C, R, H]):
             else:
                 assert isinstance(effect, AbortBatch)
                 store.rollback_batch()
+                open_batch = False
 
     def unwind(self, ready: Ready) -> bool:
         """`persist` raised (the world's error: the disk, or a malformed entry from a peer).
