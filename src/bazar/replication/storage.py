@@ -40,7 +40,6 @@ import msgspec
 
 from bazar.replication.driver import Meta
 from bazar.replication.ready import Stage
-from bazar.replication.replica import contiguous
 from bazar.wire import Change, CommitPoint, Entry, Row, TableDigest, Upsert, Version
 
 T = TypeVar("T")
@@ -84,17 +83,6 @@ class Machine(Protocol[C, R]):
     def execute(
         self, conn: sqlite3.Connection, command: C, version: Version
     ) -> tuple[list[Change], R]: ...
-
-
-def _meta(conn: sqlite3.Connection) -> tuple[int, int]:
-    """`(epoch, commit_seq)` as this connection sees them."""
-    values = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    return int(values["epoch"]), int(values["commit_seq"])
-
-
-def _logged(conn: sqlite3.Connection, seq: int) -> tuple[int, bytes] | None:
-    row = conn.execute("SELECT epoch, body FROM log WHERE seq = ?", (seq,)).fetchone()
-    return None if row is None else (int(row[0]), bytes(row[1]))
 
 
 def encode_changes(changes: Sequence[Change]) -> bytes:
@@ -264,17 +252,12 @@ class Store:
         commit_seq = int(values["commit_seq"])
         staged = tuple(self.read_log(commit_seq + 1, None))
         committed = self.read_log(commit_seq, commit_seq) if commit_seq else []
-        meta = Meta(
+        return Meta(
             epoch=int(values["epoch"]),
             commit_seq=commit_seq,
             commit_epoch=committed[0].epoch if committed else 0,
             staged=staged,
         )
-        assert meta.commit_seq >= 0
-        assert meta.commit_seq == 0 or committed, "the last committed entry is never pruned"
-        assert contiguous(staged, commit_seq + 1), "the staged suffix follows the commit point"
-        assert all(entry.epoch >= meta.commit_epoch for entry in staged)
-        return meta
 
     def digest(self) -> dict[str, TableDigest]:
         """Row count and SHA-256 of every replicated table, rows in key order."""
@@ -293,7 +276,6 @@ class Store:
         come when the log is empty."""
         row = self.reader.execute("SELECT min(seq) FROM log").fetchone()
         if row[0] is not None:
-            assert int(row[0]) >= 1
             return int(row[0])
         commit = self.reader.execute("SELECT value FROM meta WHERE key = 'commit_seq'").fetchone()
         return int(commit[0]) + 1
@@ -308,9 +290,6 @@ class Store:
                 copy.execute("SELECT value FROM meta WHERE key = 'commit_seq'").fetchone()[0]
             )
             row = copy.execute("SELECT epoch FROM log WHERE seq = ?", (commit_seq,)).fetchone()
-            assert commit_seq == 0 or row is not None, "the last committed entry is never pruned"
-            staged = copy.execute("SELECT 1 FROM log WHERE seq > ? LIMIT 1", (commit_seq,))
-            assert staged.fetchone() is None, "a primary's snapshot holds no staged entry"
             data = bytearray(copy.serialize())
             # Header bytes 18-19 say WAL (2); an in-memory copy must be opened as a rollback
             # journal database (1), else SQLite cannot write it. The receiver's own file
@@ -326,13 +305,10 @@ class Store:
             "SELECT seq, epoch, body FROM log WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
             (first_seq, upper, limit),
         ).fetchall()
-        entries = [
+        return [
             Entry(epoch=row["epoch"], seq=row["seq"], changes=decode_changes(row["body"]))
             for row in rows
         ]
-        assert not entries or entries[0].seq >= first_seq
-        assert contiguous(entries, entries[0].seq if entries else first_seq), "a log has no hole"
-        return entries
 
 
 # ---------------------------------------------------------------- writer-thread functions
@@ -351,14 +327,9 @@ def begin_batch(
     With no effects (replays, unknown books) nothing is logged and the transaction is closed.
     """
     epoch, seq = version
-    assert epoch >= 1
-    assert not conn.in_transaction, "one batch at a time"
     conn.execute("PRAGMA synchronous = NORMAL")  # (`commit_batch` syncs when it must)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        stored_epoch, commit_seq = _meta(conn)
-        assert seq == commit_seq + 1, "a batch follows the commit point"
-        assert epoch >= stored_epoch, "a primary acts in the newest epoch it has seen"
         changes: list[Change] = []
         results: list[R] = []
         for command in commands:
@@ -379,27 +350,20 @@ def begin_batch(
         conn.execute("ROLLBACK")
         conn.execute("PRAGMA synchronous = FULL")
         raise
-    assert conn.in_transaction, "the batch stays open until it commits or rolls back"
     return Entry(epoch=epoch, seq=seq, changes=changes), results
 
 
 def commit_batch(conn: sqlite3.Connection, intent: IntentLog, entry: Entry) -> None:
     """COMMIT the open batch; without an fsync when `intent.db` holds its entry (written
     while the backups staged theirs), else with one, as every other transaction has."""
-    assert conn.in_transaction, "a COMMIT of the open batch"
-    assert _logged(conn, entry.seq) == (entry.epoch, encode_changes(entry.changes))
-    assert _meta(conn)[1] == entry.seq
     conn.execute("COMMIT")
     conn.execute("PRAGMA synchronous = FULL")
-    assert not conn.in_transaction
     intent.committed(entry)
 
 
 def rollback_batch(conn: sqlite3.Connection) -> None:
-    assert conn.in_transaction, "a ROLLBACK of the open batch"
     conn.execute("ROLLBACK")
     conn.execute("PRAGMA synchronous = FULL")
-    assert not conn.in_transaction
 
 
 class IntentLog:
@@ -422,7 +386,6 @@ class IntentLog:
 
     def write(self, entry: Entry) -> None:
         """Make `entry` durable here (fsync), dropping what a synced commit already holds."""
-        assert entry.seq > self._synced_seq, "the intent of an entry not yet synced"
         self._durable = None
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
@@ -439,7 +402,6 @@ class IntentLog:
             conn.execute("ROLLBACK")
             raise
         self._durable = entry
-        assert self.entries_after(entry.seq - 1) == [entry], "the intent reads back as written"
 
     def committed(self, entry: Entry) -> None:
         """After a NORMAL commit of `entry`: sync the WAL unless the intent covers it."""
@@ -449,7 +411,6 @@ class IntentLog:
         if covered and self._unsynced < INTENT_SYNC_EVERY:
             return
         sync_file(self.wal_path)
-        assert entry.seq > self._synced_seq, "the synced position never goes back"
         self._unsynced = 0
         self._synced_seq = entry.seq
 
@@ -460,12 +421,10 @@ class IntentLog:
         rows = self._conn.execute(
             "SELECT seq, epoch, body FROM intent WHERE seq > ? ORDER BY seq", (seq,)
         ).fetchall()
-        entries = [
+        return [
             Entry(epoch=row["epoch"], seq=row["seq"], changes=decode_changes(row["body"]))
             for row in rows
         ]
-        assert all(entry.seq > seq for entry in entries)
-        return entries
 
     def clear(self) -> None:
         self._conn.execute("DELETE FROM intent")
@@ -503,7 +462,6 @@ def recover_intent(conn: sqlite3.Connection, intent: IntentLog) -> None:
             if entry.seq != commit_seq + 1 + len(restore):
                 break
             restore.append(entry)
-    assert contiguous(restore, commit_seq + 1), "only the run right above the commit point"
     if restore:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -516,7 +474,6 @@ def recover_intent(conn: sqlite3.Connection, intent: IntentLog) -> None:
             conn.execute("ROLLBACK")
             raise
     intent.clear()
-    assert intent.entries_after(0) == []
 
 
 def stage_entries(
@@ -531,21 +488,14 @@ def stage_entries(
 ) -> None:
     """Backup side, one transaction: drop a stale staged suffix, stage new entries, apply
     the entries that are now committed, and record the epoch and commit point."""
-    assert not conn.in_transaction, "never inside a batch (a nested BEGIN)"
-    assert contiguous(entries, entries[0].seq if entries else 1)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        stored_epoch, stored_commit_seq = _meta(conn)
-        assert epoch >= stored_epoch, "the epoch never goes back"
-        assert commit_seq >= stored_commit_seq, "the commit point never goes back"
-        assert truncate_from is None or truncate_from > stored_commit_seq, "never a committed one"
-        assert [e.seq for e in apply] == list(range(stored_commit_seq + 1, commit_seq + 1))
         if truncate_from is not None:
             conn.execute("DELETE FROM log WHERE seq >= ?", (truncate_from,))
-        rows = [(entry.seq, entry.epoch, encode_changes(entry.changes)) for entry in entries]
-        conn.executemany("INSERT INTO log (seq, epoch, body) VALUES (?, ?, ?)", rows)
-        for seq, entry_epoch, body in rows:
-            assert _logged(conn, seq) == (entry_epoch, body), "a staged entry reads back"
+        conn.executemany(
+            "INSERT INTO log (seq, epoch, body) VALUES (?, ?, ?)",
+            [(entry.seq, entry.epoch, encode_changes(entry.changes)) for entry in entries],
+        )
         for entry in apply:
             for change in entry.changes:
                 write_row(conn, tables, change)
@@ -555,42 +505,30 @@ def stage_entries(
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    assert _meta(conn) == (epoch, commit_seq)
 
 
 def prune_log(conn: sqlite3.Connection, below_seq: int) -> None:
     """Forget committed entries below `below_seq` (a replica that needs them gets a snapshot)."""
     row = conn.execute("SELECT value FROM meta WHERE key = 'commit_seq'").fetchone()
     assert below_seq <= int(row[0]) + 1  # never a staged entry
-    assert not conn.in_transaction, "a rollback of the batch would undo it"
     conn.execute("DELETE FROM log WHERE seq < ?", (below_seq,))
-    oldest = conn.execute("SELECT min(seq) FROM log").fetchone()[0]
-    assert oldest is None or oldest >= below_seq
 
 
 def install_snapshot(conn: sqlite3.Connection, data: bytes, epoch: int) -> None:
     """Replace the whole database by a primary's snapshot (one backup-API copy, under the
     writer's lock), keeping the highest epoch this replica has seen."""
-    assert not conn.in_transaction
-    before_epoch, before_commit_seq = _meta(conn)
     source = sqlite3.connect(":memory:")
     try:
         source.deserialize(data)
         source.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'epoch'", (epoch,))
         source.commit()
-        assert _meta(source)[1] > before_commit_seq, "a snapshot only ever moves forward"
         source.backup(conn)
     finally:
         source.close()
-    after_epoch, _ = _meta(conn)
-    assert after_epoch >= epoch
-    assert after_epoch >= before_epoch, "the epoch never goes back"
 
 
 def save_epoch(conn: sqlite3.Connection, epoch: int, intent: IntentLog) -> None:
-    assert epoch >= 1
     conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'epoch'", (epoch,))
-    assert _meta(conn)[0] >= epoch
     if conn.in_transaction:
         # Inside an open batch, whose COMMIT would skip the fsync: the epoch must be on disk
         # once committed (rule 4), and the intent does not hold it.
