@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import sqlite3
 import time
@@ -133,6 +134,34 @@ def _untimed(kind: str, seconds: float) -> None:
     del kind, seconds
 
 
+LogRow = tuple[int, int, bytes]
+"""A row of `log`: `(seq, epoch, body)`."""
+
+_ADVANCE_BATCH = """
+UPDATE meta SET value = CASE key WHEN 'commit_seq' THEN value + 1 ELSE max(value, ?) END
+WHERE key IN ('commit_seq', 'epoch') RETURNING key, value
+"""
+
+_RECORD_STAGE = """
+UPDATE meta SET value = CASE key WHEN 'epoch' THEN :epoch ELSE :commit_seq END
+WHERE key IN ('epoch', 'commit_seq')
+"""
+
+
+def positions(conn: sqlite3.Connection) -> tuple[int, int]:
+    """`(epoch, commit_seq)` as `meta` holds them, in one statement (our own database)."""
+    values = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    epoch, commit_seq = int(values["epoch"]), int(values["commit_seq"])
+    assert epoch >= 0
+    assert commit_seq >= 0
+    return epoch, commit_seq
+
+
+def _log_above(conn: sqlite3.Connection, seq: int) -> list[LogRow]:
+    rows = conn.execute("SELECT seq, epoch, body FROM log WHERE seq > ? ORDER BY seq", (seq,))
+    return [(row[0], row[1], row[2]) for row in rows]
+
+
 class Store:
     """One replica's database: a writer thread with its connection, and a reader.
 
@@ -157,6 +186,7 @@ class Store:
         self._writer.executescript(schema_sql + LOG_SCHEMA)
         self.intent = IntentLog(path.with_name("intent.db"), path.with_name(path.name + "-wal"))
         self._recovered = False
+        self._batch: Entry | None = None  # the open batch's entry (writer thread)
         self.reader = _open(path, readonly=True)
 
     def close(self) -> None:
@@ -188,20 +218,28 @@ class Store:
     ) -> tuple[Entry | None, list[Any]]:
         """Writer thread."""
         assert self.machine is not None, "a store without its machine takes no batch"
-        return begin_batch(self._writer, self.machine, commands, version)
+        assert self._batch is None, "one batch at a time"
+        entry, results = begin_batch(self._writer, self.machine, commands, version)
+        self._batch = entry
+        return entry, results
 
     def commit_batch(self, entry: Entry) -> None:
         """Writer thread."""
+        assert self._batch == entry, "the COMMIT is of the batch begun"
+        self._batch = None
         started = time.perf_counter()
         commit_batch(self._writer, self.intent, entry)
         self.timing("commit", time.perf_counter() - started)
 
     def rollback_batch(self) -> None:
         """Writer thread."""
+        assert self._batch is not None, "a ROLLBACK ends a batch begun"
+        self._batch = None
         rollback_batch(self._writer)
 
     def write_intent(self, entry: Entry) -> None:
-        """Writer thread."""
+        """Writer thread: while the batch of `entry` is open (its COMMIT queues behind)."""
+        assert self._batch == entry, "the intent is the open batch's entry"
         started = time.perf_counter()
         self.intent.write(entry)
         self.timing("intent", time.perf_counter() - started)
@@ -242,22 +280,28 @@ class Store:
             "SELECT meta.value, log.epoch FROM meta LEFT JOIN log ON log.seq = meta.value"
             " WHERE meta.key = 'commit_seq'"
         ).fetchone()
-        return CommitPoint(epoch=int(row[1] or 0), commit_seq=int(row[0]))
+        commit_seq = int(row[0])
+        assert commit_seq >= 0
+        if commit_seq:
+            assert row[1] is not None, "the entry at the commit point is kept (`prune_log`)"
+        return CommitPoint(epoch=int(row[1] or 0), commit_seq=commit_seq)
 
     # ------------------------------------------------------------ reads (any thread)
 
     def load_meta(self) -> Meta:
-        conn = self.reader
-        values = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        commit_seq = int(values["commit_seq"])
+        """At start-up (nothing writes meanwhile). Our own log, so asserted: the staged
+        entries continue the committed one (`read_log` checks the run itself)."""
+        epoch, commit_seq = positions(self.reader)
         staged = tuple(self.read_log(commit_seq + 1, None))
         committed = self.read_log(commit_seq, commit_seq) if commit_seq else []
-        return Meta(
-            epoch=int(values["epoch"]),
-            commit_seq=commit_seq,
-            commit_epoch=committed[0].epoch if committed else 0,
-            staged=staged,
-        )
+        if commit_seq:
+            assert len(committed) == 1, "the entry at the commit point is kept (`prune_log`)"
+        commit_epoch = committed[0].epoch if committed else 0
+        assert commit_epoch <= epoch, "the stored epoch covers the committed entry"
+        if staged:
+            assert staged[0].seq == commit_seq + 1, "staged entries follow the commit point"
+            assert staged[0].epoch >= commit_epoch, "epochs never go back along the log"
+        return Meta(epoch=epoch, commit_seq=commit_seq, commit_epoch=commit_epoch, staged=staged)
 
     def digest(self) -> dict[str, TableDigest]:
         """Row count and SHA-256 of every replicated table, rows in key order."""
@@ -274,11 +318,17 @@ class Store:
     def first_log_seq(self) -> int:
         """The oldest entry still in the log (older ones were pruned), or the next seq to
         come when the log is empty."""
-        row = self.reader.execute("SELECT min(seq) FROM log").fetchone()
-        if row[0] is not None:
-            return int(row[0])
-        commit = self.reader.execute("SELECT value FROM meta WHERE key = 'commit_seq'").fetchone()
-        return int(commit[0]) + 1
+        row = self.reader.execute(
+            "SELECT (SELECT min(seq) FROM log), value FROM meta WHERE key = 'commit_seq'"
+        ).fetchone()
+        commit_seq = int(row[1])
+        if row[0] is None:
+            assert commit_seq == 0, "the entry at the commit point is kept (`prune_log`)"
+            return commit_seq + 1
+        first_seq = int(row[0])
+        # (Pruning keeps the commit point's entry; with none, staged entries start at 1.)
+        assert first_seq <= max(commit_seq, 1), "the log reaches the commit point"
+        return first_seq
 
     def snapshot(self) -> tuple[bytes, int, int]:
         """A consistent copy of the committed database (SQLite's backup API), with the commit
@@ -290,6 +340,9 @@ class Store:
                 copy.execute("SELECT value FROM meta WHERE key = 'commit_seq'").fetchone()[0]
             )
             row = copy.execute("SELECT epoch FROM log WHERE seq = ?", (commit_seq,)).fetchone()
+            assert commit_seq >= 0
+            if commit_seq:
+                assert row is not None, "the snapshot holds its commit point's entry"
             data = bytearray(copy.serialize())
             # Header bytes 18-19 say WAL (2); an in-memory copy must be opened as a rollback
             # journal database (1), else SQLite cannot write it. The receiver's own file
@@ -300,15 +353,24 @@ class Store:
             copy.close()
 
     def read_log(self, first_seq: int, last_seq: int | None, limit: int = 10_000) -> list[Entry]:
+        """Entries from `first_seq` on (at most `limit`, up to `last_seq`). Our own log, so
+        asserted: a contiguous run whose epochs never go back."""
+        assert first_seq >= 1
+        assert limit >= 1
         upper = last_seq if last_seq is not None else 2**62
+        assert upper >= first_seq
         rows = self.reader.execute(
             "SELECT seq, epoch, body FROM log WHERE seq >= ? AND seq <= ? ORDER BY seq LIMIT ?",
             (first_seq, upper, limit),
         ).fetchall()
-        return [
+        entries = [
             Entry(epoch=row["epoch"], seq=row["seq"], changes=decode_changes(row["body"]))
             for row in rows
         ]
+        for before, after in itertools.pairwise(entries):
+            assert after.seq == before.seq + 1, "the log has no gap"
+            assert after.epoch >= before.epoch, "epochs never go back along the log"
+        return entries
 
 
 # ---------------------------------------------------------------- writer-thread functions
@@ -327,6 +389,7 @@ def begin_batch(
     With no effects (replays, unknown books) nothing is logged and the transaction is closed.
     """
     epoch, seq = version
+    assert not conn.in_transaction, "a batch is never nested in another transaction"
     conn.execute("PRAGMA synchronous = NORMAL")  # (`commit_batch` syncs when it must)
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -336,16 +399,19 @@ def begin_batch(
             command_changes, result = machine.execute(conn, command, version)
             changes.extend(command_changes)
             results.append(result)
+        assert conn.in_transaction, "a machine never ends the batch's transaction"
         if not changes:
             conn.execute("COMMIT")
             conn.execute("PRAGMA synchronous = FULL")
             return None, results
-        conn.execute(
-            "INSERT INTO log (seq, epoch, body) VALUES (?, ?, ?)",
-            (seq, epoch, encode_changes(changes)),
-        )
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'commit_seq'", (seq,))
-        conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'epoch'", (epoch,))
+        body = encode_changes(changes)
+        # Before it is logged: the backups will apply what the primary executed.
+        assert decode_changes(body) == changes, "row images survive their encoding"
+        conn.execute("INSERT INTO log (seq, epoch, body) VALUES (?, ?, ?)", (seq, epoch, body))
+        # commit_seq + 1, not `seq`: the statement itself shows the batch took the next seq
+        # (no gap, no seq reused), with no read of its own.
+        after = dict(conn.execute(_ADVANCE_BATCH, (epoch,)).fetchall())
+        assert after["commit_seq"] == seq, "a batch logs the seq after the commit point"
     except BaseException:
         conn.execute("ROLLBACK")
         conn.execute("PRAGMA synchronous = FULL")
@@ -356,12 +422,14 @@ def begin_batch(
 def commit_batch(conn: sqlite3.Connection, intent: IntentLog, entry: Entry) -> None:
     """COMMIT the open batch; without an fsync when `intent.db` holds its entry (written
     while the backups staged theirs), else with one, as every other transaction has."""
+    assert conn.in_transaction, "the batch's transaction is open until its COMMIT"
     conn.execute("COMMIT")
     conn.execute("PRAGMA synchronous = FULL")
     intent.committed(entry)
 
 
 def rollback_batch(conn: sqlite3.Connection) -> None:
+    assert conn.in_transaction, "the batch's transaction is open until its ROLLBACK"
     conn.execute("ROLLBACK")
     conn.execute("PRAGMA synchronous = FULL")
 
@@ -386,6 +454,7 @@ class IntentLog:
 
     def write(self, entry: Entry) -> None:
         """Make `entry` durable here (fsync), dropping what a synced commit already holds."""
+        assert entry.seq > self._synced_seq, "an intent is above the last synced commit"
         self._durable = None
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
@@ -405,6 +474,8 @@ class IntentLog:
 
     def committed(self, entry: Entry) -> None:
         """After a NORMAL commit of `entry`: sync the WAL unless the intent covers it."""
+        assert entry.seq > self._synced_seq, "commits only move forward"
+        assert self._unsynced < INTENT_SYNC_EVERY
         covered = self._durable == entry
         self._durable = None
         self._unsynced += 1
@@ -440,7 +511,7 @@ def sync_file(path: Path) -> None:
 
 def write_intent(conn: sqlite3.Connection, intent: IntentLog, entry: Entry) -> None:
     """Writer-thread function (the main connection is unused: its batch stays open)."""
-    del conn
+    assert conn.in_transaction, "the intent is written while its batch is open"
     intent.write(entry)
 
 
@@ -451,10 +522,11 @@ def recover_intent(conn: sqlite3.Connection, intent: IntentLog) -> None:
     an intent older than it is not needed, and may be stale. First the WAL is synced (after
     a process crash the OS still holds commits that had no fsync): the intent is then needed
     for nothing it does not restore."""
+    assert not conn.in_transaction
     wal = intent.wal_path
     if wal.exists():
         sync_file(wal)
-    commit_seq = int(conn.execute("SELECT value FROM meta WHERE key = 'commit_seq'").fetchone()[0])
+    _, commit_seq = positions(conn)
     staged = conn.execute("SELECT 1 FROM log WHERE seq > ? LIMIT 1", (commit_seq,)).fetchone()
     restore: list[Entry] = []
     if staged is None:
@@ -463,12 +535,12 @@ def recover_intent(conn: sqlite3.Connection, intent: IntentLog) -> None:
                 break
             restore.append(entry)
     if restore:
+        rows = [(entry.seq, entry.epoch, encode_changes(entry.changes)) for entry in restore]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(
-                "INSERT INTO log (seq, epoch, body) VALUES (?, ?, ?)",
-                [(entry.seq, entry.epoch, encode_changes(entry.changes)) for entry in restore],
-            )
+            conn.executemany("INSERT INTO log (seq, epoch, body) VALUES (?, ?, ?)", rows)
+            # Read back: the log above the commit point is exactly the run restored.
+            assert _log_above(conn, commit_seq) == rows, "the restored run reads back as written"
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -487,36 +559,73 @@ def stage_entries(
     commit_seq: int,
 ) -> None:
     """Backup side, one transaction: drop a stale staged suffix, stage new entries, apply
-    the entries that are now committed, and record the epoch and commit point."""
+    the entries that are now committed, and record the epoch and commit point.
+
+    The plan is the core's (`Replica.plan_append`; what the entries hold is a peer's, for
+    the core to validate), asserted against the positions stored: the commit point never
+    goes back, only staged entries are truncated or staged over, the entries applied are
+    the next ones and are those logged, and the entries staged read back as written."""
+    assert not conn.in_transaction, "a Stage never runs inside an open batch"
+    rows = [(entry.seq, entry.epoch, encode_changes(entry.changes)) for entry in entries]
     conn.execute("BEGIN IMMEDIATE")
     try:
+        _, commit_before = positions(conn)
+        assert commit_seq >= commit_before, "the commit point never goes back"
+        applied = [entry.seq for entry in apply]
+        assert applied == list(range(commit_before + 1, commit_seq + 1)), "apply the next ones"
         if truncate_from is not None:
+            assert truncate_from > commit_before, "only staged entries are truncated"
             conn.execute("DELETE FROM log WHERE seq >= ?", (truncate_from,))
-        conn.executemany(
-            "INSERT INTO log (seq, epoch, body) VALUES (?, ?, ?)",
-            [(entry.seq, entry.epoch, encode_changes(entry.changes)) for entry in entries],
-        )
+        if rows:
+            assert rows[0][0] > commit_before, "a committed entry is never staged over"
+        conn.executemany("INSERT INTO log (seq, epoch, body) VALUES (?, ?, ?)", rows)
+        if rows or apply:
+            _check_log_above(conn, commit_before, apply, rows)
         for entry in apply:
             for change in entry.changes:
                 write_row(conn, tables, change)
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (epoch,))
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'commit_seq'", (commit_seq,))
+        conn.execute(_RECORD_STAGE, {"epoch": epoch, "commit_seq": commit_seq})
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
 
 
+def _check_log_above(
+    conn: sqlite3.Connection, commit_seq: int, apply: Sequence[Entry], staged: list[LogRow]
+) -> None:
+    """Inside a Stage, read back the log above the commit point (pages it just wrote): a
+    contiguous run that starts with the entries applied and ends with those staged."""
+    logged = _log_above(conn, commit_seq)
+    seqs = [row[0] for row in logged]
+    assert seqs == list(range(commit_seq + 1, commit_seq + 1 + len(seqs))), "no gap in the log"
+    assert len(logged) >= len(apply), "an entry applied is in the log"
+    for entry, row in zip(apply, logged, strict=False):
+        assert row[1] == entry.epoch, "an entry applied is the one logged"
+        assert row[2] == encode_changes(entry.changes), "an entry applied is the one logged"
+    if staged:
+        assert logged[-len(staged) :] == staged, "the entries staged read back as written"
+
+
 def prune_log(conn: sqlite3.Connection, below_seq: int) -> None:
-    """Forget committed entries below `below_seq` (a replica that needs them gets a snapshot)."""
-    row = conn.execute("SELECT value FROM meta WHERE key = 'commit_seq'").fetchone()
-    assert below_seq <= int(row[0]) + 1  # never a staged entry
-    conn.execute("DELETE FROM log WHERE seq < ?", (below_seq,))
+    """Forget committed entries below `below_seq` (a replica that needs them gets a snapshot).
+    The commit point's entry stays: `commit_point`, `snapshot` and the Appends' `prev_epoch`
+    read its epoch."""
+    assert not conn.in_transaction, "a prune inside a batch would roll back with it"
+    row = conn.execute(
+        "SELECT (SELECT min(seq) FROM log), value FROM meta WHERE key = 'commit_seq'"
+    ).fetchone()
+    first_seq, commit_seq = row[0], int(row[1])
+    assert below_seq <= commit_seq, "never a staged entry, nor the commit point's"
+    pruned = conn.execute("DELETE FROM log WHERE seq < ?", (below_seq,)).rowcount
+    assert pruned == (0 if first_seq is None else max(0, below_seq - first_seq)), "no gap"
 
 
 def install_snapshot(conn: sqlite3.Connection, data: bytes, epoch: int) -> None:
     """Replace the whole database by a primary's snapshot (one backup-API copy, under the
     writer's lock), keeping the highest epoch this replica has seen."""
+    assert not conn.in_transaction, "a snapshot never replaces an open batch"
+    _, commit_before = positions(conn)
     source = sqlite3.connect(":memory:")
     try:
         source.deserialize(data)
@@ -525,6 +634,8 @@ def install_snapshot(conn: sqlite3.Connection, data: bytes, epoch: int) -> None:
         source.backup(conn)
     finally:
         source.close()
+    _, commit_after = positions(conn)  # read back: our own database now
+    assert commit_after > commit_before, "a snapshot never takes the commit point back"
 
 
 def save_epoch(conn: sqlite3.Connection, epoch: int, intent: IntentLog) -> None:
