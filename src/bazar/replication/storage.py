@@ -39,6 +39,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
+from bazar.errors import InvalidRequest
 from bazar.replication.driver import Meta
 from bazar.replication.ready import Stage
 from bazar.wire import Change, CommitPoint, Entry, Row, TableDigest, Upsert, Version
@@ -623,19 +624,47 @@ def prune_log(conn: sqlite3.Connection, below_seq: int) -> None:
 
 def install_snapshot(conn: sqlite3.Connection, data: bytes, epoch: int) -> None:
     """Replace the whole database by a primary's snapshot (one backup-API copy, under the
-    writer's lock), keeping the highest epoch this replica has seen."""
+    writer's lock), keeping the highest epoch this replica has seen.
+
+    Raises: InvalidRequest when `data` (a peer's bytes) is not a committed database past
+    our commit point (`_check_snapshot`); nothing is replaced then."""
     assert not conn.in_transaction, "a snapshot never replaces an open batch"
     _, commit_before = positions(conn)
     source = sqlite3.connect(":memory:")
     try:
-        source.deserialize(data)
+        try:
+            source.deserialize(data)
+            commit_seq = _check_snapshot(source, commit_before)
+        except sqlite3.DatabaseError as error:
+            raise InvalidRequest(f"the snapshot is not a database: {error}") from None
         source.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'epoch'", (epoch,))
         source.commit()
         source.backup(conn)
     finally:
         source.close()
     _, commit_after = positions(conn)  # read back: our own database now
+    assert commit_after == commit_seq, "the snapshot's commit point is installed"
     assert commit_after > commit_before, "a snapshot never takes the commit point back"
+
+
+def _check_snapshot(source: sqlite3.Connection, commit_before: int) -> int:
+    """A peer's snapshot, validated (not asserted): its commit point is past ours, its log
+    holds that entry and nothing staged after it (a snapshot taken late, once its sender
+    had become a backup, would give us staged entries the core does not know of).
+
+    Raises: InvalidRequest, sqlite3.DatabaseError."""
+    row = source.execute(
+        "SELECT meta.value, log.epoch, (SELECT max(seq) FROM log) FROM meta"
+        " LEFT JOIN log ON log.seq = meta.value WHERE meta.key = 'commit_seq'"
+    ).fetchone()
+    if row is None or not isinstance(row[0], int):
+        raise InvalidRequest("the snapshot has no commit point")
+    commit_seq: int = row[0]
+    if commit_seq <= commit_before:
+        raise InvalidRequest(f"a snapshot at seq {commit_seq} is not past ours ({commit_before})")
+    if row[1] is None or row[2] != commit_seq:
+        raise InvalidRequest(f"the snapshot's log does not end at its commit point {commit_seq}")
+    return commit_seq
 
 
 def save_epoch(conn: sqlite3.Connection, epoch: int, intent: IntentLog) -> None:
