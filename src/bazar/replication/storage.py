@@ -144,7 +144,7 @@ WHERE key IN ('commit_seq', 'epoch') RETURNING key, value
 """
 
 _RECORD_STAGE = """
-UPDATE meta SET value = CASE key WHEN 'epoch' THEN :epoch ELSE :commit_seq END
+UPDATE meta SET value = CASE key WHEN 'epoch' THEN max(value, :epoch) ELSE :commit_seq END
 WHERE key IN ('epoch', 'commit_seq')
 """
 
@@ -560,7 +560,8 @@ def stage_entries(
     commit_seq: int,
 ) -> None:
     """Backup side, one transaction: drop a stale staged suffix, stage new entries, apply
-    the entries that are now committed, and record the epoch and commit point.
+    the entries that are now committed, and record the epoch (the highest seen: as every
+    write of it here, never back) and the commit point.
 
     The plan is the core's (`Replica.plan_append`; what the entries hold is a peer's, for
     the core to validate), asserted against the positions stored: the commit point never
@@ -629,7 +630,7 @@ def install_snapshot(conn: sqlite3.Connection, data: bytes, epoch: int) -> None:
     Raises: InvalidRequest when `data` (a peer's bytes) is not a committed database past
     our commit point (`_check_snapshot`); nothing is replaced then."""
     assert not conn.in_transaction, "a snapshot never replaces an open batch"
-    _, commit_before = positions(conn)
+    epoch_before, commit_before = positions(conn)
     source = sqlite3.connect(":memory:")
     try:
         try:
@@ -637,14 +638,16 @@ def install_snapshot(conn: sqlite3.Connection, data: bytes, epoch: int) -> None:
             commit_seq = _check_snapshot(source, commit_before)
         except sqlite3.DatabaseError as error:
             raise InvalidRequest(f"the snapshot is not a database: {error}") from None
-        source.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'epoch'", (epoch,))
+        highest = max(epoch, epoch_before)
+        source.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'epoch'", (highest,))
         source.commit()
         source.backup(conn)
     finally:
         source.close()
-    _, commit_after = positions(conn)  # read back: our own database now
+    epoch_after, commit_after = positions(conn)  # read back: our own database now
     assert commit_after == commit_seq, "the snapshot's commit point is installed"
     assert commit_after > commit_before, "a snapshot never takes the commit point back"
+    assert epoch_after >= epoch_before, "a snapshot never takes the epoch back"
 
 
 def _check_snapshot(source: sqlite3.Connection, commit_before: int) -> int:
