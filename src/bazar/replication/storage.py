@@ -138,16 +138,6 @@ def _untimed(kind: str, seconds: float) -> None:
 LogRow = tuple[int, int, bytes]
 """A row of `log`: `(seq, epoch, body)`."""
 
-_ADVANCE_BATCH = """
-UPDATE meta SET value = CASE key WHEN 'commit_seq' THEN value + 1 ELSE max(value, ?) END
-WHERE key IN ('commit_seq', 'epoch') RETURNING key, value
-"""
-
-_RECORD_STAGE = """
-UPDATE meta SET value = CASE key WHEN 'epoch' THEN max(value, :epoch) ELSE :commit_seq END
-WHERE key IN ('epoch', 'commit_seq')
-"""
-
 
 def positions(conn: sqlite3.Connection) -> tuple[int, int]:
     """`(epoch, commit_seq)` as `meta` holds them, in one statement (our own database)."""
@@ -158,9 +148,21 @@ def positions(conn: sqlite3.Connection) -> tuple[int, int]:
     return epoch, commit_seq
 
 
+def _commit_seq(conn: sqlite3.Connection) -> int:
+    """`positions` for the hot path: one row of `meta`, by its key."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'commit_seq'").fetchone()
+    commit_seq = int(row[0])
+    assert commit_seq >= 0
+    return commit_seq
+
+
 def _log_above(conn: sqlite3.Connection, seq: int) -> list[LogRow]:
-    rows = conn.execute("SELECT seq, epoch, body FROM log WHERE seq > ? ORDER BY seq", (seq,))
-    return [(row[0], row[1], row[2]) for row in rows]
+    cursor = conn.cursor()
+    cursor.row_factory = None  # plain tuples
+    rows: list[LogRow] = cursor.execute(
+        "SELECT seq, epoch, body FROM log WHERE seq > ? ORDER BY seq", (seq,)
+    ).fetchall()
+    return rows
 
 
 class Store:
@@ -406,13 +408,13 @@ def begin_batch(
             conn.execute("PRAGMA synchronous = FULL")
             return None, results
         body = encode_changes(changes)
-        # Before it is logged: the backups will apply what the primary executed.
+        # Checked before it is logged: the backups will apply what the primary executed, at
+        # the next seq (no gap, no seq reused).
         assert decode_changes(body) == changes, "row images survive their encoding"
+        assert _commit_seq(conn) == seq - 1, "a batch logs the seq after the commit point"
         conn.execute("INSERT INTO log (seq, epoch, body) VALUES (?, ?, ?)", (seq, epoch, body))
-        # commit_seq + 1, not `seq`: the statement itself shows the batch took the next seq
-        # (no gap, no seq reused), with no read of its own.
-        after = dict(conn.execute(_ADVANCE_BATCH, (epoch,)).fetchall())
-        assert after["commit_seq"] == seq, "a batch logs the seq after the commit point"
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'commit_seq'", (seq,))
+        conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'epoch'", (epoch,))
     except BaseException:
         conn.execute("ROLLBACK")
         conn.execute("PRAGMA synchronous = FULL")
@@ -527,7 +529,7 @@ def recover_intent(conn: sqlite3.Connection, intent: IntentLog) -> None:
     wal = intent.wal_path
     if wal.exists():
         sync_file(wal)
-    _, commit_seq = positions(conn)
+    commit_seq = _commit_seq(conn)
     staged = conn.execute("SELECT 1 FROM log WHERE seq > ? LIMIT 1", (commit_seq,)).fetchone()
     restore: list[Entry] = []
     if staged is None:
@@ -571,7 +573,7 @@ def stage_entries(
     rows = [(entry.seq, entry.epoch, encode_changes(entry.changes)) for entry in entries]
     conn.execute("BEGIN IMMEDIATE")
     try:
-        _, commit_before = positions(conn)
+        commit_before = _commit_seq(conn)
         assert commit_seq >= commit_before, "the commit point never goes back"
         applied = [entry.seq for entry in apply]
         assert applied == list(range(commit_before + 1, commit_seq + 1)), "apply the next ones"
@@ -586,7 +588,8 @@ def stage_entries(
         for entry in apply:
             for change in entry.changes:
                 write_row(conn, tables, change)
-        conn.execute(_RECORD_STAGE, {"epoch": epoch, "commit_seq": commit_seq})
+        conn.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'epoch'", (epoch,))
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'commit_seq'", (commit_seq,))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
