@@ -30,6 +30,7 @@ import hashlib
 import itertools
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -185,6 +186,7 @@ class Store:
         self.machine = machine
         self.timing: Timing = _untimed
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-{path.parent.name}")
+        self._writer_thread = self._executor.submit(threading.get_ident).result()
         self._writer = _open(path, readonly=False)
         self._writer.executescript(schema_sql + LOG_SCHEMA)
         self.intent = IntentLog(path.with_name("intent.db"), path.with_name(path.name + "-wal"))
@@ -208,6 +210,10 @@ class Store:
         """For start-up only, before the event loop serves requests."""
         return self._executor.submit(function, self._writer).result()
 
+    def _on_writer(self) -> bool:
+        """The caller runs on the writer thread (its one worker lives as long as the store)."""
+        return threading.get_ident() == self._writer_thread
+
     # ------------------------------------------------------------ the driver's protocol
 
     def recover(self) -> None:
@@ -220,6 +226,7 @@ class Store:
         self, commands: Sequence[Any], version: Version
     ) -> tuple[Entry | None, list[Any]]:
         """Writer thread."""
+        assert self._on_writer(), "writes run on the writer thread only"
         assert self.machine is not None, "a store without its machine takes no batch"
         assert self._batch is None, "one batch at a time"
         entry, results = begin_batch(self._writer, self.machine, commands, version)
@@ -228,6 +235,7 @@ class Store:
 
     def commit_batch(self, entry: Entry) -> None:
         """Writer thread."""
+        assert self._on_writer(), "writes run on the writer thread only"
         assert self._batch == entry, "the COMMIT is of the batch begun"
         self._batch = None
         started = time.perf_counter()
@@ -236,12 +244,14 @@ class Store:
 
     def rollback_batch(self) -> None:
         """Writer thread."""
+        assert self._on_writer(), "writes run on the writer thread only"
         assert self._batch is not None, "a ROLLBACK ends a batch begun"
         self._batch = None
         rollback_batch(self._writer)
 
     def write_intent(self, entry: Entry) -> None:
         """Writer thread: while the batch of `entry` is open (its COMMIT queues behind)."""
+        assert self._on_writer(), "writes run on the writer thread only"
         assert self._batch == entry, "the intent is the open batch's entry"
         started = time.perf_counter()
         self.intent.write(entry)
@@ -249,10 +259,12 @@ class Store:
 
     def save_epoch(self, epoch: int) -> None:
         """Writer thread."""
+        assert self._on_writer(), "writes run on the writer thread only"
         save_epoch(self._writer, epoch, self.intent)
 
     def stage(self, plan: Stage) -> None:
         """Writer thread."""
+        assert self._on_writer(), "writes run on the writer thread only"
         started = time.perf_counter()
         stage_entries(
             self._writer,
@@ -267,10 +279,12 @@ class Store:
 
     def prune(self, below_seq: int) -> None:
         """Writer thread."""
+        assert self._on_writer(), "writes run on the writer thread only"
         prune_log(self._writer, below_seq)
 
     def install_snapshot(self, data: bytes, epoch: int) -> None:
         """Writer thread."""
+        assert self._on_writer(), "writes run on the writer thread only"
         install_snapshot(self._writer, data, epoch)
 
     def commit_point(self) -> CommitPoint:
