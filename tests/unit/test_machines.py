@@ -45,9 +45,11 @@ def stores(tmp_path: Path) -> Iterator[tuple[Store, Store]]:
     backup.close()
 
 
-def run(store: Store, commands: list[CatalogCommand], seq: int) -> list[catalog.Result]:
+def run(store: Store, commands: list[CatalogCommand]) -> list[catalog.Result]:
+    """One batch at the next seq (a batch that logs nothing does not move the commit point)."""
+    version = (1, store.load_meta().commit_seq + 1)
     entry, results = store.write_blocking(
-        partial(begin_batch, machine=catalog.CatalogMachine(), commands=commands, version=(1, seq))
+        partial(begin_batch, machine=catalog.CatalogMachine(), commands=commands, version=version)
     )
     if entry is not None:
         store.write_blocking(partial(commit_batch, intent=store.intent, entry=entry))
@@ -83,7 +85,7 @@ def book_after(result: catalog.Result) -> Book:
 
 def test_sell_decrements_only_while_stock_lasts(stores: tuple[Store, Store]) -> None:
     primary, _ = stores
-    results = run(primary, [sell(f"k{i}", 4, 1) for i in range(5)], seq=1)
+    results = run(primary, [sell(f"k{i}", 4, 1) for i in range(5)])
     assert [r.status for r in results] == ["ok", "ok", "ok", "out_of_stock", "out_of_stock"]
     assert catalog_reads.read_book(primary.reader, 4)["stock"] == 0  # type: ignore[index]
 
@@ -92,10 +94,10 @@ def test_sell_replays_the_first_result_and_refuses_other_parameters(
     stores: tuple[Store, Store],
 ) -> None:
     primary, _ = stores
-    first = run(primary, [sell("k", 3, 4)], seq=1)[0]
-    run(primary, [UpdateBook(book_id=3, stock_delta=10)], seq=2)
-    again = run(primary, [sell("k", 3, 4)], seq=3)[0]
-    other = run(primary, [sell("k", 3, 1)], seq=4)[0]
+    first = run(primary, [sell("k", 3, 4)])[0]
+    run(primary, [UpdateBook(book_id=3, stock_delta=10)])
+    again = run(primary, [sell("k", 3, 4)])[0]
+    other = run(primary, [sell("k", 3, 1)])[0]
     assert isinstance(first, SaleResult)
     assert isinstance(again, SaleResult)
     assert not first.replayed
@@ -107,23 +109,23 @@ def test_sell_replays_the_first_result_and_refuses_other_parameters(
 
 def test_out_of_stock_is_remembered_under_its_key(stores: tuple[Store, Store]) -> None:
     primary, _ = stores
-    assert run(primary, [sell("big", 1, 100)], seq=1)[0].status == "out_of_stock"
-    run(primary, [UpdateBook(book_id=1, stock_delta=1000)], seq=2)
-    assert run(primary, [sell("big", 1, 100)], seq=3)[0].status == "out_of_stock"
+    assert run(primary, [sell("big", 1, 100)])[0].status == "out_of_stock"
+    run(primary, [UpdateBook(book_id=1, stock_delta=1000)])
+    assert run(primary, [sell("big", 1, 100)])[0].status == "out_of_stock"
 
 
 def test_unknown_book_stores_nothing(stores: tuple[Store, Store]) -> None:
     primary, _ = stores
-    assert run(primary, [sell("k", 99, 1)], seq=1)[0].status == "not_found"
+    assert run(primary, [sell("k", 99, 1)])[0].status == "not_found"
     assert primary.reader.execute("SELECT count(*) FROM sales").fetchone()[0] == 0
     assert primary.load_meta().commit_seq == 0
 
 
 def test_update_cannot_take_stock_below_zero(stores: tuple[Store, Store]) -> None:
     primary, _ = stores
-    result = run(primary, [UpdateBook(book_id=2, stock_delta=-6)], seq=1)[0]
+    result = run(primary, [UpdateBook(book_id=2, stock_delta=-6)])[0]
     assert result.status == "out_of_stock"
-    book = book_after(run(primary, [UpdateBook(book_id=2, stock_delta=-5, cost_cents=1999)], 1)[0])
+    book = book_after(run(primary, [UpdateBook(book_id=2, stock_delta=-5, cost_cents=1999)])[0])
     assert (book.stock, book.cost) == (0, 19.99)
 
 
@@ -132,9 +134,9 @@ def test_update_retry_with_same_key_is_applied_once(stores: tuple[Store, Store])
     even after the book has changed since, and changes nothing: in a later batch or in the
     same one."""
     primary, _ = stores
-    first = run(primary, [update("u", 3, 5, cost_cents=1250)], seq=1)[0]
-    run(primary, [sell("s", 3, 2)], seq=2)
-    again, twice = run(primary, [update("u", 3, 5, 1250), update("u", 3, 5, 1250)], seq=3)
+    first = run(primary, [update("u", 3, 5, cost_cents=1250)])[0]
+    run(primary, [sell("s", 3, 2)])
+    again, twice = run(primary, [update("u", 3, 5, 1250), update("u", 3, 5, 1250)])
     assert isinstance(first, UpdateResult)
     assert not first.replayed
     assert book_after(first) == Book(
@@ -144,16 +146,16 @@ def test_update_retry_with_same_key_is_applied_once(stores: tuple[Store, Store])
         assert replay == msgspec.structs.replace(first, replayed=True)
     assert stock(primary, 3) == 7
     assert rows(primary, "updates") == 1
-    one_batch = run(primary, [update("v", 1, 1), update("v", 1, 1)], seq=4)
+    one_batch = run(primary, [update("v", 1, 1), update("v", 1, 1)])
     assert [r.replayed for r in one_batch] == [False, True]
     assert stock(primary, 1) == 7
 
 
 def test_update_out_of_stock_is_remembered_under_its_key(stores: tuple[Store, Store]) -> None:
     primary, _ = stores
-    assert run(primary, [update("down", 2, -6)], seq=1)[0].status == "out_of_stock"
-    run(primary, [update("up", 2, 10)], seq=2)
-    replay = run(primary, [update("down", 2, -6)], seq=3)[0]
+    assert run(primary, [update("down", 2, -6)])[0].status == "out_of_stock"
+    run(primary, [update("up", 2, 10)])
+    replay = run(primary, [update("down", 2, -6)])[0]
     assert replay == UpdateResult(status="out_of_stock", replayed=True)
     assert stock(primary, 2) == 15
 
@@ -162,10 +164,10 @@ def test_update_key_given_to_another_command_is_key_reused(stores: tuple[Store, 
     """A key names one command: another book, delta or cost, or a sale's key, is refused,
     and so is a sale under an update's key; none of them changes anything."""
     primary, _ = stores
-    run(primary, [update("u", 1, 1), sell("s", 2, 1)], seq=1)
+    run(primary, [update("u", 1, 1), sell("s", 2, 1)])
     refused = [update("u", 2, 1), update("u", 1, 2), update("u", 1, 1, cost_cents=100)]
     refused += [update("s", 2, 1), update("s", 2, 0)]
-    results = run(primary, [*refused, sell("u", 1, 1)], seq=2)
+    results = run(primary, [*refused, sell("u", 1, 1)])
     assert [r.status for r in results] == ["key_reused"] * 6
     assert (stock(primary, 1), stock(primary, 2)) == (7, 4)
     assert primary.load_meta().commit_seq == 1
@@ -176,8 +178,8 @@ def test_update_of_unknown_book_or_of_nothing_stores_nothing(
 ) -> None:
     """A 404 stores nothing (as a sale's); a no-op update (`stock_delta: 0`) is a read."""
     primary, _ = stores
-    assert run(primary, [update("gone", 99, 1)], seq=1)[0].status == "not_found"
-    noop = run(primary, [update("noop", 4, 0)], seq=1)[0]
+    assert run(primary, [update("gone", 99, 1)])[0].status == "not_found"
+    noop = run(primary, [update("noop", 4, 0)])[0]
     assert book_after(noop).stock == 3
     assert rows(primary, "updates") == 0
     assert primary.load_meta().commit_seq == 0
@@ -197,7 +199,7 @@ def test_backup_applying_row_images_reaches_the_primary_state(stores: tuple[Stor
     primary, backup = stores
     for seq in range(1, 6):
         restock = update(f"u{seq}", 7, seq)
-        run(primary, [sell(f"k{seq}", seq, 1), restock, UpdateBook(book_id=6, cost_cents=seq)], seq)
+        run(primary, [sell(f"k{seq}", seq, 1), restock, UpdateBook(book_id=6, cost_cents=seq)])
     entries = primary.read_log(1, None)
     assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
     backup.write_blocking(
@@ -239,9 +241,9 @@ def test_open_batch_is_invisible_to_readers_until_commit(stores: tuple[Store, St
 
 def test_completed_sales_page_in_commit_order(stores: tuple[Store, Store]) -> None:
     primary, _ = stores
-    run(primary, [sell("b", 1, 1), sell("a", 1, 2), sell("gone", 99, 1)], seq=1)
-    run(primary, [sell("c", 4, 5)], seq=2)  # out of stock: no order is owed
-    run(primary, [sell("d", 2, 1)], seq=3)
+    run(primary, [sell("b", 1, 1), sell("a", 1, 2), sell("gone", 99, 1)])
+    run(primary, [sell("c", 4, 5)])  # out of stock: no order is owed
+    run(primary, [sell("d", 2, 1)])
     everything = catalog_reads.read_sales(primary.reader, SaleMark(seq=0, key=""), 10)
     assert [sale.mark for sale in everything] == [
         SaleMark(1, "a"),
@@ -286,13 +288,13 @@ def test_order_recorded_once_per_key(tmp_path: Path) -> None:
     assert not first.replayed
     assert second == OrderResult(order=done, replayed=True)
     assert done.total_cost == 21.0
-    assert step([record("o3")], 2)[0].replayed
+    assert step([record("o3")], 2)[0].replayed  # (logs nothing: seq 2 is still the next)
     assert order.order_by_key(store.reader, "k") == done
     assert order.order_by_key(store.reader, "other") is None
     # The reconciler's mark only moves forward.
     assert order.reconciled_mark(store.reader) == SaleMark(0, "")
-    step([Reconciled(through=SaleMark(5, "x"))], 3)
-    step([Reconciled(through=SaleMark(5, "a"))], 4)
+    step([Reconciled(through=SaleMark(5, "x"))], 2)
+    step([Reconciled(through=SaleMark(5, "a"))], 3)
     assert order.reconciled_mark(store.reader) == SaleMark(5, "x")
     assert order.read_page(store.reader, 10, None, []) == ([done], None)
     assert order.read_page(store.reader, 10, "nope", []) is None

@@ -73,14 +73,28 @@ class ViewReady:
 NOTHING = ViewReady()
 
 
+def check_view(view: View) -> View:
+    """The shape of every view: one primary, never also a backup, among unique members."""
+    names = [member.name for member in view.members]
+    assert len(set(names)) == len(names), "member names are unique"
+    assert view.epoch >= 1
+    assert view.primary in names
+    assert view.primary not in view.backups, "the primary is never also a backup"
+    assert len(set(view.backups)) == len(view.backups), "a backup is named once"
+    assert set(view.backups) <= set(names), "every backup is a member"
+    return view
+
+
 def initial_view(tier: Literal["catalog", "order"], members: tuple[Member, ...]) -> View:
     assert members
-    return View(
-        tier=tier,
-        epoch=1,
-        primary=members[0].name,
-        backups=tuple(member.name for member in members[1:]),
-        members=members,
+    return check_view(
+        View(
+            tier=tier,
+            epoch=1,
+            primary=members[0].name,
+            backups=tuple(member.name for member in members[1:]),
+            members=members,
+        )
     )
 
 
@@ -98,9 +112,7 @@ def next_view(
         backups=view.backups if backups is None else backups,
         members=view.members if members is None else members,
     )
-    assert new.primary not in new.backups
-    assert {new.primary, *new.backups} <= {m.name for m in new.members}
-    return new
+    return check_view(new)
 
 
 @dataclass(slots=True)
@@ -115,7 +127,7 @@ class ViewManager:
     def __post_init__(self) -> None:
         for tier, view in self.views.items():
             assert view.tier == tier
-            assert view.epoch >= 1
+            check_view(view)  # (the views file is ours: written only by `install`'s caller)
             known = self.health.setdefault(tier, {})
             for member in view.members:
                 known.setdefault(member.name, Health(granted_ms=self.booted_ms))
@@ -136,18 +148,19 @@ class ViewManager:
         same_process = previous is not None and previous.incarnation == status.incarnation
         if same_process and request.seq <= health.seq:
             return NOTHING
-        assert now_ms >= health.granted_ms or not same_process, "grants move forward"
+        assert now_ms >= health.granted_ms, "a grant never moves a lease back"
         health.status = status
         health.seq = request.seq
         health.granted_ms = now_ms
         if status.name != view.primary:
             return ViewReady(granted=True)
         if status.boot_epoch >= view.epoch:
-            return ViewReady(granted=True, install=(next_view(view),))  # rule 5
+            reissued = self._successor(view, next_view(view), now_ms)  # rule 5
+            return ViewReady(granted=True, install=(reissued,))
         joiners = self._joiners(view, request, now_ms)
         if joiners:
-            joined = next_view(view, backups=(*view.backups, *joiners))  # rule 6
-            return ViewReady(granted=True, install=(joined,))
+            new = next_view(view, backups=(*view.backups, *joiners))  # rule 6
+            return ViewReady(granted=True, install=(self._successor(view, new, now_ms),))
         return ViewReady(granted=True)
 
     def _joiners(self, view: View, request: LeaseRequest, now_ms: int) -> tuple[str, ...]:
@@ -156,7 +169,7 @@ class ViewManager:
         members = {m.name for m in view.members}
         return tuple(
             name
-            for name in request.join
+            for name in dict.fromkeys(request.join)  # (a replica's list: maybe repeated)
             if name in members
             and name != view.primary
             and name not in view.backups
@@ -179,7 +192,7 @@ class ViewManager:
         if self.alive(view.tier, view.primary, now_ms):
             if len(alive) == len(view.backups):
                 return None
-            return next_view(view, backups=tuple(alive))  # rule 3
+            return self._successor(view, next_view(view, backups=tuple(alive)), now_ms)  # rule 3
         candidates = [name for name in alive if name not in self.leaving]
         if self.leases.unsafe_promote_catching_up:
             others = (m.name for m in view.members if m.name != view.primary)
@@ -188,9 +201,21 @@ class ViewManager:
             return None  # rules 4 and 7: nobody to promote, or we cannot tell
         chosen = max(candidates, key=lambda name: self._position(view.tier, name))
         assert chosen in view.backups or self.leases.unsafe_promote_catching_up, "rule 4"
-        return next_view(
+        assert self.alive(view.tier, chosen, now_ms), "rule 7: promoted only when heard from"
+        new = next_view(
             view, primary=chosen, backups=tuple(name for name in alive if name != chosen)
         )
+        return self._successor(view, new, now_ms)
+
+    def _successor(self, view: View, new: View, now_ms: int) -> View:
+        """The rules a new view keeps that depend on the leases (`install` checks the rest):
+        only an expired replica is left out (rule 2), only an alive one joins."""
+        serving = {view.primary, *view.backups}
+        for name in serving - {new.primary, *new.backups}:
+            assert not self.may_serve(view.tier, name, now_ms), "left out before its lease ran out"
+        for name in {new.primary, *new.backups} - serving:
+            assert self.alive(view.tier, name, now_ms), "a replica joins only while alive"
+        return new
 
     def _position(self, tier: str, name: str) -> tuple[int, int, str]:
         status = self.health[tier][name].status
@@ -198,18 +223,20 @@ class ViewManager:
         return (status.last_epoch, status.last_seq, name)
 
     def install(self, view: View) -> None:
-        """The view is persisted: make it current."""
-        assert view.epoch == self.views[view.tier].epoch + 1, "an epoch grows by one per view"
-        assert view.primary not in view.backups
-        names = [member.name for member in view.members]
-        assert len(set(names)) == len(names), "members are unique"
-        assert {view.primary, *view.backups} <= set(names)
+        """The view is persisted: make it current. Every view passes here: one per epoch
+        (so one primary per epoch), each the successor of the current one."""
+        current = self.views[view.tier]
+        assert view.epoch == current.epoch + 1, "epochs grow by one per new view"
+        check_view(view)
+        if view.primary != current.primary and not self.leases.unsafe_promote_catching_up:
+            assert view.primary in current.backups, "rule 4: only an in-sync backup is promoted"
         self.views[view.tier] = view
         known = self.health[view.tier]
         for member in view.members:
             known.setdefault(member.name, Health(granted_ms=-self.leases.expiry_ms))
         for name in set(known) - {m.name for m in view.members}:
             del known[name]
+        assert len(known) == len(view.members), "leases are tracked for the members only"
 
     # ---------------------------------------------------------------- membership (admin)
 
@@ -239,7 +266,7 @@ class ViewManager:
         backups = [name for name in view.backups if name != to]
         if self.may_serve(tier, view.primary, now_ms):
             backups.append(view.primary)
-        return next_view(view, primary=to, backups=tuple(backups))
+        return self._successor(view, next_view(view, primary=to, backups=tuple(backups)), now_ms)
 
     def best_backup(self, tier: str, now_ms: int) -> str | None:
         """The in-sync backup with the highest log position (a switchover's default)."""

@@ -316,7 +316,7 @@ class SimStore:
             if self.log.get(entry.seq) != entry:
                 raise StoreError(f"applying seq {entry.seq}, which is not the logged entry")
             self._apply(entry)
-        self.epoch = plan.epoch  # storage.stage_entries sets it (no max)
+        self.epoch = max(self.epoch, plan.epoch)  # (storage.stage_entries: never back)
         self.commit_seq = plan.commit_seq
         self.sync()
 
@@ -324,7 +324,7 @@ class SimStore:
         """`storage.prune_log`: forget committed entries below `below_seq`."""
         if self.open is not None:
             raise StoreError("PruneLog inside an open batch (its rollback would undo it)")
-        if below_seq > self.commit_seq + 1:
+        if below_seq > self.commit_seq:  # (the last committed entry is kept)
             raise StoreError(f"pruning below {below_seq}: staged entries above {self.commit_seq}")
         for seq in [seq for seq in self.log if seq < below_seq]:
             del self.log[seq]
@@ -334,7 +334,7 @@ class SimStore:
         """`storage.install_snapshot`: the whole database replaced, the highest epoch kept."""
         if self.open is not None:
             raise StoreError("InstallSnapshot inside an open batch")
-        self.epoch = max(data.epoch, epoch)
+        self.epoch = max(self.epoch, data.epoch, epoch)  # (never back)
         self.commit_seq = data.commit_seq
         self.log = dict(data.log)
         self.rows = {name: dict(rows) for name, rows in data.rows.items()}
