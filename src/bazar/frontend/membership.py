@@ -78,7 +78,7 @@ class Frontend(Protocol):
     limits: Limits
     views: ViewManager
 
-    async def install(self, view: View) -> None: ...
+    async def change(self, compute: Callable[[], View]) -> View: ...
 
     def holding_writes(self, tiers: tuple[str, ...]) -> AbstractAsyncContextManager[None]: ...
 
@@ -113,9 +113,8 @@ class Membership:
                 raise Unavailable("this front end has no cluster file to start a replica from")
             self._write_cluster_file(lambda cluster: with_replica(cluster, node))
             views = self.frontend.views
-            await self.frontend.install(
-                views.add_member(node.tier, Member(name=node.name, url=node.url))
-            )
+            member = Member(name=node.name, url=node.url)
+            await self.frontend.change(lambda: views.add_member(node.tier, member))
         log.info("transition=replica_added tier=%s node=%s url=%s", node.tier, node.name, node.url)
         info = self.frontend.replica_info(node.tier, node.name)
         # Not heard from yet: it is starting, to catch up (docs/contract.md §2).
@@ -162,9 +161,16 @@ class Membership:
         if target is None or target not in views.in_sync(tier, now) or target == view.primary:
             raise NotInSync(f"{target or 'no replica'} is not an in-sync backup of {tier}")
         held = ("catalog", "order") if tier == "catalog" else (tier,)  # purchases sell
+
+        def switched() -> View:
+            """Raises: NotInSync (the target left the in-sync set while writes drained)."""
+            now = monotonic_ms()
+            if target not in views.in_sync(tier, now) or target not in views.views[tier].backups:
+                raise NotInSync(f"{target} is no longer an in-sync backup of {tier}")
+            return views.switchover(tier, target, now)
+
         async with self.frontend.holding_writes(held):
-            new = views.switchover(tier, target, monotonic_ms())
-            await self.frontend.install(new)
+            await self.frontend.change(switched)
         await self._wait(
             lambda: views.state(tier, target, monotonic_ms()) == "in_sync",
             f"{target} serving as the {tier} primary",
@@ -179,7 +185,15 @@ class Membership:
                 lambda: name not in (views.views[tier].primary, *views.views[tier].backups),
                 f"{name} out of the in-sync set (its lease expired)",
             )
-            await self.frontend.install(views.remove_member(tier, name))
+
+            def removed() -> View:
+                """Raises: Unavailable (a view made it a backup again meanwhile)."""
+                view = views.views[tier]
+                if name in (view.primary, *view.backups):
+                    raise Unavailable(f"{name} is in the {tier} view again; retry")
+                return views.remove_member(tier, name)
+
+            await self.frontend.change(removed)
         finally:
             views.leaving.discard(name)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from functools import partial
 from pathlib import Path
@@ -198,9 +198,9 @@ class Frontend:
             self.cache.primary_changed()
         self.writes.primary_changed(tier)
 
-    async def install(self, view: View) -> None:
-        """(For membership changes: `ViewAdapter.install`.)"""
-        await self.adapter.install(view)
+    async def change(self, compute: Callable[[], View]) -> View:
+        """(For membership changes: `ViewAdapter.change`.)"""
+        return await self.adapter.change(compute)
 
     def holding_writes(self, tiers: tuple[str, ...]) -> AbstractAsyncContextManager[None]:
         """(For a switchover: `Writes.holding`.)"""

@@ -55,8 +55,21 @@ class ViewAdapter:
             except Exception:
                 log.exception("view tick failed")
 
+    async def change(self, compute: Callable[[], View]) -> View:
+        """A membership change: `compute` makes the new view from the current ones, and it
+        is installed, under the lock the tick and the lease answers take, so that no other
+        view of its tier comes between (each would be computed from the same epoch).
+
+        Raises: what `compute` raises (the change no longer applies)."""
+        async with self._lock:
+            view = compute()
+            await self.install(view)
+            return view
+
     async def install(self, view: View) -> None:
-        """Persist (compare-and-set, fsync off the loop), then install and announce."""
+        """Persist (compare-and-set, fsync off the loop), then install and announce. The
+        caller holds the lock."""
+        assert self._lock.locked()
         expected = self.views.views[view.tier].epoch
         stored = await asyncio.to_thread(self.store.compare_and_set, expected, view)
         if not stored:
