@@ -234,7 +234,11 @@ class Driver(Generic[C, R, H]):
         """Phase 1: the core's step. The host then runs `persist` and `complete`."""
         assert not self.stepping, "one step at a time"
         self.stepping = True
-        ready = event(self.host.now_ms())
+        try:
+            ready = event(self.host.now_ms())
+        except BaseException:
+            self.stepping = False  # (a bug the step asserted: the process must go on or exit)
+            raise
         if self.controls.reply_before_persist:
             self._effects(ready, reply_to)
         return ready

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +41,30 @@ T = TypeVar("T")
 Handler = Callable[[Request], Awaitable[Response]]
 
 log = logging.getLogger("bazar.replica")
+
+
+def check_append(message: Append, tables: Mapping[str, str]) -> None:
+    """A peer's Append is input like any other: the core asserts on its own positions, so
+    an Append whose entries do not follow `prev_seq` in order, with epochs that never go
+    back and none above the message's, or that writes a table this tier does not have, is
+    refused before it reaches the core.
+
+    Raises: InvalidRequest."""
+    if message.epoch < 1 or not message.primary:
+        raise InvalidRequest("an Append names its epoch (>= 1) and its primary")
+    if min(message.prev_seq, message.prev_epoch, message.commit_seq) < 0:
+        raise InvalidRequest("an Append's positions are never negative")
+    if message.prev_epoch > message.epoch:
+        raise InvalidRequest("an Append's previous entry is from a later epoch than itself")
+    epoch = message.prev_epoch
+    for offset, entry in enumerate(message.entries, start=1):
+        if entry.seq != message.prev_seq + offset:
+            raise InvalidRequest("an Append's entries follow prev_seq, one seq each")
+        if not max(epoch, 1) <= entry.epoch <= message.epoch:
+            raise InvalidRequest("an Append's epochs never go back nor pass its own")
+        epoch = entry.epoch
+        if any(change.table not in tables for change in entry.changes):
+            raise InvalidRequest("an Append writes a table this tier does not have")
 
 
 class ReplicaProcess:
@@ -105,6 +129,7 @@ class ReplicaProcess:
 
     async def _append(self, request: Request) -> Response:
         message = await decode_body(request, Append, self.limits.append_bytes_max)
+        check_append(message, self.store.tables)
         return json_response(await self.runtime.on_append(message))
 
     async def _snapshot(self, request: Request) -> Response:
