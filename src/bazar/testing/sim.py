@@ -41,6 +41,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from bazar.config import ReplicatedTier
 from bazar.frontend.views import Leases, initial_view
@@ -313,35 +314,27 @@ class World:
         )
 
     def _replica(self, name: str) -> ReplicaNode:
-        return ReplicaNode(
-            name,
-            loop=self.loop,
-            network=self.network,
-            observer=self.checks,
-            trace=partial(self.trace.line, name),
-            timing=self.config.timing(),
-            limits=self.limits,
-            store=SimStore(
-                initial=self.initial, unsafe_no_intent=self.config.control == "no_intent"
-            ),
-            disk=self.disk,
-            controls=self.config.controls(),
-        )
+        store = SimStore(initial=self.initial, unsafe_no_intent=self.config.control == "no_intent")
+        return ReplicaNode(name, store=store, **self._process_parts(name))
 
     def _order_replica(self, name: str) -> OrderNode:
+        store = SimStore(machine=OrderSim())
         return OrderNode(
-            name,
-            recovery_ms=self.config.recovery_ms,
-            loop=self.loop,
-            network=self.network,
-            observer=self.checks,
-            trace=partial(self.trace.line, name),
-            timing=self.config.timing(),
-            limits=self.limits,
-            store=SimStore(machine=OrderSim()),
-            disk=self.disk,
-            controls=self.config.controls(),
+            name, recovery_ms=self.config.recovery_ms, store=store, **self._process_parts(name)
         )
+
+    def _process_parts(self, name: str) -> dict[str, Any]:
+        """What every replica process of the world shares, whatever its tier."""
+        return {
+            "loop": self.loop,
+            "network": self.network,
+            "observer": self.checks,
+            "trace": partial(self.trace.line, name),
+            "timing": self.config.timing(),
+            "limits": self.limits,
+            "disk": self.disk,
+            "controls": self.config.controls(),
+        }
 
     def _new_replica(self, tier: str, name: str) -> ReplicaNode:
         """A replica the operator adds: a fresh store (the catalog's seeded as every
