@@ -229,3 +229,44 @@ def test_boot_restores_the_staged_suffix_and_never_reuses_the_epoch() -> None:
     )
     assert sorted(restarted.staged) == [1]
     assert restarted.boot_epoch == restarted.epoch == 1
+
+
+def test_a_new_primary_answers_no_commit_query_until_its_promoted_suffix_is_on_disk() -> None:
+    """Found by `tests/fault/test_membership.py` (a stale read after a switchover): the new
+    primary decides to apply the staged suffix it promotes (the old primary committed it,
+    and readers saw it), and until that Stage is on disk its database's commit point is
+    below it. A backup holding the entry staged asked then, and served the older value."""
+    members = tuple(Member(name=name, url=name) for name in ("r1", "r2", "r3"))
+    v1 = initial_view("catalog", members)
+    r1, h1, _ = replica("r1")
+    r2, h2, _ = replica("r2")
+    r3, h3, _ = replica("r3")
+    for process, host in ((r1, h1), (r2, h2), (r3, h3)):
+        lease(process, host, v1, 0)
+    write(r1, [Buy("k", 1, 1)])
+    for peer, host in (("r2", h2), ("r3", h3)):
+        process = r2 if peer == "r2" else r3
+        deliver(process, appends_to(h1, peer)[-1], "append")
+        reply = host.replies[-1][1]
+        apply(r1, r1.driver.answered(Send(to=peer, message=appends_to(h1, peer)[-1]), reply))
+    assert r1.store.commit_seq == 1  # committed (and answered) by r1; staged on r2 and r3
+    v2 = next_view(v1, primary="r2", backups=("r3", "r1"))  # a switchover to r2
+    now = TIMING.lease_renew_ms
+    for process, host in ((r1, h1), (r3, h3), (r2, h2)):
+        lease(process, host, v2, now)
+    assert r2.core.promoting
+    for peer, process in (("r3", r3), ("r1", r1)):
+        message = appends_to(h2, peer)[-1]
+        deliver(process, message, "promotion")
+        reply = (h3 if peer == "r3" else h1).replies[-1][1]
+        event = r2.driver.answered(Send(to=peer, message=message), reply)
+        if peer == "r1":  # the last ack: the promotion's Stage is decided, not yet on disk
+            ready = r2.driver.decide(event)
+            assert not r2.core.promoting
+            with pytest.raises(Unavailable):
+                r2.driver.commit_point_for_backups()
+            r2.driver.persist(ready)
+            r2.driver.complete(ready)
+        else:
+            apply(r2, event)
+    assert r2.driver.commit_point_for_backups().commit_seq == 1

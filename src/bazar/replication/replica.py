@@ -277,7 +277,9 @@ class Replica:
         primary again after a restart, so may entries that an OS crash took from our tables
         (staged again from the intent log). Either way our commit point would tell a backup
         to answer with the value from before them."""
-        if self.promoting:
+        if self.promoting or (self.role == "primary" and self.staged):
+            # (`staged` empties only once the promotion's Stage is on disk: until then the
+            # database's commit point is below entries the old primary committed.)
             return Refusal(f"{self.name} is promoting its staged entries; retry")
         if self.role != "primary":
             return Refusal(f"{self.name} is not the primary of its view; retry")

@@ -312,18 +312,38 @@ class ReplicaNode:
         self.busy = True
         driver = self.live()
         ready = driver.decide(event, reply_to)
+        self._decided(ready)
         self._persisted(ready, partial(driver.complete, ready, reply_to))
 
+    def _decided(self, ready: Ready) -> None:
+        """What the checks observe of a decision, when it is made: a primary's commit (its
+        lease held, every backup staged the entry), whenever its persist lands."""
+        core = self.live_core()
+        for effect in ready.persist:
+            if isinstance(effect, CommitBatch):
+                self.observer.primary_committed(self, effect.entry)
+            elif isinstance(effect, Stage) and core.role == "primary" and effect.apply:
+                assert effect.epoch == core.epoch
+                self.observer.primary_committed(self, effect.apply[-1])
+
     def _persisted(self, ready: Ready, complete: Callable[[], None]) -> None:
-        """Persist now; complete after the disk's delay (at once when nothing persists)."""
+        """The writer thread's work: the persist lands after a drawn delay (meanwhile the
+        core has decided and the store still shows the old state to readers, as SQLite's
+        reader connection does), and the step completes after another (at once when nothing
+        persists). A crash may land before the persist, or between it and the sends."""
         if not ready.persist:
             self._complete(complete)
             return
-        self._persist(ready)
-        delay_ms = self.disk.randint(0, self.limits.persist_ms_max)
-        self.loop.after(
-            delay_ms, self.name, self.host.incarnation, partial(self._complete, complete)
-        )
+        landing_ms = self.disk.randint(0, self.limits.persist_ms_max)
+        done_ms = self.disk.randint(0, self.limits.persist_ms_max)
+
+        def land() -> None:
+            self._persist(ready)
+            self.loop.after(
+                done_ms, self.name, self.host.incarnation, partial(self._complete, complete)
+            )
+
+        self.loop.after(landing_ms, self.name, self.host.incarnation, land)
 
     def _complete(self, complete: Callable[[], None]) -> None:
         complete()
@@ -340,20 +360,15 @@ class ReplicaNode:
     def _persist(self, ready: Ready) -> None:
         """`driver.persist`, then what the checks observe of it."""
         driver, store = self.live(), self.store
-        core = driver.core
-        promoting = core.role == "primary"
         driver.persist(ready)
         for effect in ready.persist:
             if isinstance(effect, Stage):
                 self.observer.committed(self.name, effect.apply)
-                if promoting and effect.epoch == core.epoch and effect.apply:
-                    self.observer.primary_committed(self, effect.apply[-1])
             elif isinstance(effect, InstallSnapshot):
                 committed = [e for seq, e in sorted(store.log.items()) if seq <= store.commit_seq]
                 self.observer.committed(self.name, committed)
             elif isinstance(effect, CommitBatch):
                 self.observer.committed(self.name, (effect.entry,))
-                self.observer.primary_committed(self, effect.entry)
         self.observer.persisted(self)
 
     # ---------------------------------------------------------------- sends
@@ -430,6 +445,7 @@ class ReplicaNode:
             self._next()
             return
         assert entry is not None
+        self._decided(ready)
 
         def complete() -> None:
             driver.complete(ready)
