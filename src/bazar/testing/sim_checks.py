@@ -6,9 +6,11 @@ checker); the history is judged once, at the end.
 
 During the run (`Checks`, the replicas' observer):
 1. Committed prefixes agree: an entry committed at seq s, anywhere, equals `canonical[s]`.
-2. One primary acts per epoch: every commit of epoch e (CommitBatch, or a promotion) is by
-   one process (replica and incarnation); and no commit is in an epoch older than a commit
-   already made (a deposed primary never commits after its successor).
+2. One primary acts per epoch: every commit of epoch e (CommitBatch, or a promotion) that
+   reaches a disk is by one process (replica and incarnation); and no commit is decided in
+   an epoch older than a commit already decided (a deposed primary never commits after its
+   successor; its write may land later, as a writer thread's does, and then carries an entry
+   every backup of its view had already staged).
 3. Leases (core rule 6): when the front end installs a view that leaves a replica out,
    that replica no longer serves (its lease has expired); and no replica serves a read in
    an older view after the installed one left it out.
@@ -103,13 +105,20 @@ class Checks:
                     f"as {describe(known)}"
                 )
 
-    def primary_committed(self, node: ReplicaNode, entry: Entry) -> None:
-        core = node.live_core()
-        epoch = core.epoch
+    def primary_landed(self, node: ReplicaNode, epoch: int) -> None:
+        """A primary's commit reached its disk: one process commits per epoch (a decision
+        that a crash took before it landed, sent and answered nothing, and does not count)."""
         process = (node.name, node.host.incarnation)
         first = self.committers.setdefault((node.tier, epoch), process)
         if first != process:
             raise Violation(f"two processes commit in epoch {epoch}: {first} and {process}")
+
+    def primary_decided(self, node: ReplicaNode, entry: Entry, epoch: int) -> None:
+        """A primary decides to commit (under its lease, every backup having staged the
+        entry), whenever its write lands: never in an epoch older than a commit already
+        decided, and the entry is durable on every backup of its view."""
+        core = node.live_core()
+        assert epoch == core.epoch
         newest = self.newest_epoch.get(node.tier, 0)
         if epoch < newest:
             raise Violation(

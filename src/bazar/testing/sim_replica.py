@@ -139,7 +139,9 @@ class Observer(Protocol):
 
     def committed(self, node: str, entries: Sequence[Entry]) -> None: ...
 
-    def primary_committed(self, node: ReplicaNode, entry: Entry) -> None: ...
+    def primary_decided(self, node: ReplicaNode, entry: Entry, epoch: int) -> None: ...
+
+    def primary_landed(self, node: ReplicaNode, epoch: int) -> None: ...
 
     def served(self, node: ReplicaNode) -> None: ...
 
@@ -321,10 +323,9 @@ class ReplicaNode:
         core = self.live_core()
         for effect in ready.persist:
             if isinstance(effect, CommitBatch):
-                self.observer.primary_committed(self, effect.entry)
+                self.observer.primary_decided(self, effect.entry, effect.entry.epoch)
             elif isinstance(effect, Stage) and core.role == "primary" and effect.apply:
-                assert effect.epoch == core.epoch
-                self.observer.primary_committed(self, effect.apply[-1])
+                self.observer.primary_decided(self, effect.apply[-1], effect.epoch)
 
     def _persisted(self, ready: Ready, complete: Callable[[], None]) -> None:
         """The writer thread's work: the persist lands after a drawn delay (meanwhile the
@@ -360,15 +361,19 @@ class ReplicaNode:
     def _persist(self, ready: Ready) -> None:
         """`driver.persist`, then what the checks observe of it."""
         driver, store = self.live(), self.store
+        promoting = driver.core.role == "primary"
         driver.persist(ready)
         for effect in ready.persist:
             if isinstance(effect, Stage):
                 self.observer.committed(self.name, effect.apply)
+                if promoting and effect.apply:
+                    self.observer.primary_landed(self, effect.epoch)
             elif isinstance(effect, InstallSnapshot):
                 committed = [e for seq, e in sorted(store.log.items()) if seq <= store.commit_seq]
                 self.observer.committed(self.name, committed)
             elif isinstance(effect, CommitBatch):
                 self.observer.committed(self.name, (effect.entry,))
+                self.observer.primary_landed(self, effect.entry.epoch)
         self.observer.persisted(self)
 
     # ---------------------------------------------------------------- sends
