@@ -52,6 +52,8 @@ REGRESSIONS = {
     "the check judged the landing, not the decision (a checker's bug)",
     70153: "a commit decided, then taken by an OS crash before it landed, counted as a second "
     "process committing in that epoch (a checker's bug)",
+    2810: "with the new primary's commit-point refusal undone (its promoted suffix not yet on "
+    "disk), it told a backup a commit point below an entry the old primary had committed",
 }
 
 

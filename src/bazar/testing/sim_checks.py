@@ -40,7 +40,7 @@ from bazar.testing.history import History, Operation
 from bazar.testing.sim_network import Loop
 from bazar.testing.sim_replica import ReplicaNode
 from bazar.testing.sim_store import Buy, Command, Outcome, Restock, SimStore
-from bazar.wire import Entry, Upsert, Version, View
+from bazar.wire import CommitPoint, Entry, Upsert, Version, View
 
 TRACE_TAIL_LINES = 400
 
@@ -134,6 +134,19 @@ class Checks:
                 raise Violation(
                     f"{node.name} commits {describe(entry)} but backup {backup} has "
                     f"{describe(logged) if logged else 'nothing'} at that seq"
+                )
+
+    def commit_point_answered(self, node: ReplicaNode, point: CommitPoint) -> None:
+        """A primary tells a backup its commit point (CRAQ): never below an entry it holds
+        that a primary has already committed (readers may have seen it; the backup would
+        answer with the value from before it)."""
+        core = node.live_core()
+        canonical = self.canonical.get(node.tier, {})
+        for seq, entry in sorted(core.staged.items()):
+            if seq > point.commit_seq and canonical.get(seq) == entry:
+                raise Violation(
+                    f"{node.name} answers commit point {point.commit_seq} to a backup, below "
+                    f"{describe(entry)}, which it holds and a primary committed"
                 )
 
     def served(self, node: ReplicaNode) -> None:

@@ -145,6 +145,8 @@ class Observer(Protocol):
 
     def served(self, node: ReplicaNode) -> None: ...
 
+    def commit_point_answered(self, node: ReplicaNode, point: CommitPoint) -> None: ...
+
     def persisted(self, node: ReplicaNode) -> None: ...
 
     def sending(self, node: ReplicaNode, epoch: int) -> None: ...
@@ -406,9 +408,12 @@ class ReplicaNode:
             self.step(driver.on_snapshot(request.header, request.data), call)
         elif isinstance(request, CommitPointRequest):
             try:
-                self.network.reply(call, driver.commit_point_for_backups())
+                point = driver.commit_point_for_backups()
             except BazarError as error:
                 self.network.reply(call, failure_of(error))
+            else:
+                self.observer.commit_point_answered(self, point)
+                self.network.reply(call, point)
         elif isinstance(request, ReadRequest):
             self.serving_calls[call.ident] = call
             self._read(call, request.book_id)
