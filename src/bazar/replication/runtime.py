@@ -30,7 +30,7 @@ from bazar.errors import BazarError, Unavailable
 from bazar.replication.driver import Driver, boot
 from bazar.replication.metrics import ReplicaMetrics
 from bazar.replication.ready import Ready, Send, SnapshotWanted, Stage
-from bazar.replication.replica import Notify, Timing
+from bazar.replication.replica import Notify, Replica, Timing
 from bazar.replication.storage import Store
 from bazar.transport import Transport, TransportError
 from bazar.wire import (
@@ -106,7 +106,6 @@ class ReplicaRuntime(Generic[C, R]):
             batch_commands_max=self.limits.batch_commands_max,
             queued_max=self.limits.inflight_commands_max,
         )
-        self.core = core
         self.urls: dict[str, str] = {}
         self.primary_changed: dict[str, asyncio.Event] = {}
         self._primaries: dict[str, str] = {}
@@ -116,6 +115,11 @@ class ReplicaRuntime(Generic[C, R]):
         self._stopping = False
         self.isolated_from_frontend = False  # a test hook: a network cut to the front end
         self._snapshot_lock = asyncio.Lock()
+
+    @property
+    def core(self) -> Replica:
+        """The driver's core (one place holds it)."""
+        return self.driver.core
 
     # ---------------------------------------------------------------- lifecycle
 
